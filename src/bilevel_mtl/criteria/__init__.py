@@ -1,0 +1,8 @@
+"""Upper-level criteria R(losses before, losses after the look-ahead step)."""
+
+from .base import Criterion
+from .function import FunctionCriterion
+from .main_task import MainTaskLoss
+from .worst_case import WorstCaseDecrement
+
+__all__ = ["Criterion", "FunctionCriterion", "MainTaskLoss", "WorstCaseDecrement"]

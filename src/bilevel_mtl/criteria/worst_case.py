@@ -1,0 +1,36 @@
+"""The worst-case decrement of MARIGOLD (Chen et al. 2026, eq. 7–11)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._checks import check_choice, check_num_tasks
+from ..parametrizations import ScaledSoftmax
+from .base import Criterion
+
+
+class WorstCaseDecrement(Criterion):
+    r"""Worst-case decrement :math:`\max_{\rho\in\Delta}\sum_i \rho_i(f_i(A(\lambda,\theta)) - f_i(\theta))`.
+
+    Minimising it over λ asks the look-ahead step to decrease every task's loss,
+    the worst one first (an MGDA-like goal, measured after the user's own
+    optimizer step). ``adversary="learned"`` (the paper) keeps ρ as a trainable
+    adversary, :math:`\rho_i=\mathrm{softmax}(\beta v_i / f_i(\theta))`, updated by
+    gradient *ascent* alongside λ; ``adversary="max"`` takes the exact inner max,
+    :math:`\max_i (f_i(A) - f_i(\theta))` (non-smooth at ties).
+    """
+
+    maximize_parameters = True
+
+    def __init__(self, num_tasks: int, beta: float = 1.0, adversary: str = "learned") -> None:
+        super().__init__()
+        self.num_tasks = check_num_tasks(num_tasks)
+        self.adversary = check_choice("adversary", adversary, ("learned", "max"))
+        self.rho = ScaledSoftmax(num_tasks, beta) if adversary == "learned" else None
+
+    def forward(self, losses_before: Tensor, losses_after: Tensor) -> Tensor:
+        decrement = losses_after - losses_before
+        if self.rho is None:
+            return decrement.max()
+        return torch.dot(self.rho(losses_before.detach()), decrement)

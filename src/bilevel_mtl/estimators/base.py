@@ -1,0 +1,57 @@
+"""Hypergradient estimators of ∇_λ Φ(λ), Φ(λ) = R(f(θ), f(A(λ, θ)))."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..criteria import Criterion
+
+
+class UpperObjective:
+    r"""The upper-level objective at the current iterate, :math:`\Phi(w) = R(f(\theta), f(A(w,\theta)))`.
+
+    ``losses_after(w)`` returns :math:`f(A(w, \theta))` on the step's batch. Calling
+    the objective evaluates Φ (no gradient to the model) and records the value,
+    still attached to the criterion's own parameters, in ``evaluations``: the
+    balancer turns their mean into the adversary's gradient.
+
+    Estimators that differentiate through the step (unrolled, implicit, exact) also
+    get the lower level through ``context`` (a :class:`~bilevel_mtl.context.StepContext`).
+    """
+
+    def __init__(
+        self,
+        criterion: Criterion,
+        losses_before: Tensor,
+        losses_after: Callable[[Tensor], Tensor],
+        context: object | None = None,
+    ) -> None:
+        self.criterion = criterion
+        self.losses_before = losses_before.detach()
+        self.losses_after = losses_after
+        self.context = context
+        self.num_tasks = self.losses_before.numel()
+        self.evaluations: list[Tensor] = []
+
+    def __call__(self, weights: Tensor) -> Tensor:
+        with torch.no_grad():
+            after = self.losses_after(weights).detach()
+        value: Tensor = self.criterion(self.losses_before, after)
+        self.evaluations.append(value)
+        return value.detach()
+
+
+class Estimator(ABC):
+    """Estimates :math:`\\nabla_w \\Phi(w)` (shape ``[m]``) at the current weights.
+
+    Random estimators draw from the ``generator`` they are given, so a balancer
+    owns (and checkpoints) all randomness.
+    """
+
+    @abstractmethod
+    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Tensor:
+        """Hypergradient estimate of shape ``[m]``, on the device and dtype of ``weights``."""
