@@ -1,0 +1,1 @@
+"""Benchmark building blocks (data sets, models, metrics, runners) used by ``bilevel-mtl bench``."""

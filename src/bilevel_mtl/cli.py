@@ -1,0 +1,41 @@
+"""The ``bilevel-mtl`` command line: ``demo``, ``bench <suite>`` and ``list``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+
+# Benchmark suites: name -> module exposing ``configure(parser)`` and ``run(args) -> int``.
+BENCHMARKS: dict[str, str] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bilevel-mtl", description="Multi-task loss balancing by bi-level optimization."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="train a small multi-task model with LS and MARIGOLD")
+    from .demo import configure as configure_demo
+
+    configure_demo(demo)
+    bench = commands.add_parser("bench", help="run a benchmark suite")
+    suites = bench.add_subparsers(dest="suite", required=True)
+    for name, module in BENCHMARKS.items():
+        importlib.import_module(module).configure(suites.add_parser(name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import run as run_demo
+
+        return run_demo(args)
+    module = importlib.import_module(BENCHMARKS[args.suite])
+    result: int = module.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
