@@ -123,10 +123,11 @@ class Marigold(Balancer):
             raise RuntimeError("observe() must follow weights() of the same step")
         before, direction = self._pending
         after = self.check_losses(losses_after).detach().to(before)
-        value = self.criterion(before, after)
-        assert isinstance(self.estimator, SinglePoint)
-        hypergradient = self.estimator.combine(direction, value.detach()[None])
-        update = self._upper_step(before, hypergradient, [value])
+        with torch.enable_grad():  # the upper step differentiates even if called under no_grad
+            value = self.criterion(before, after)
+            assert isinstance(self.estimator, SinglePoint)
+            hypergradient = self.estimator.combine(direction, value.detach()[None])
+            update = self._upper_step(before, hypergradient, [value])
         self._pending = None
         return update
 
