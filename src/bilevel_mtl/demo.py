@@ -91,6 +91,8 @@ def train(
     steps: int, batch_size: int, upper_lr: float, seed: int, progress: bool = True
 ) -> dict[str, MethodResult]:
     """Train every method on the same batches, interleaved; return each method's numbers."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     torch.manual_seed(seed)
     x, y, x_test, y_test = make_problem(seed)
     runs = []
@@ -109,7 +111,7 @@ def train(
             record = run.trainer.step(partial(_batch_losses, run.model, xb, yb))
             run.seconds.append(time.perf_counter() - start)
             last_weights[run.name] = record.weights
-    warm = max(1, steps // 10)
+    warm = steps // 10  # warm-up steps left out of the timings
     ls_times = runs[0].seconds[warm:]
     results = {}
     for run in runs:
