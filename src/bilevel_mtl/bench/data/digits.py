@@ -89,7 +89,8 @@ def compose(
 
 
 def generate_digits(config: DigitsConfig, seed: int, progress: bool = True) -> Arrays:
-    """Both splits: ``{split}/image`` ``[N, 1, H, W]`` float32 in [0, 1], ``{split}/left`` and ``/right``."""
+    """Both splits: ``{split}/image`` ``[N, 1, H, W]`` float32 in [0, 1], labels ``{split}/left`` and
+``{split}/right``, and ``{split}/source`` ``[N, 2]``, the indices of the two scikit-learn digits."""
     images, labels = load_sklearn_digits()
     rng = np.random.default_rng([seed, 7])
     order = rng.permutation(len(images))
@@ -107,6 +108,7 @@ def generate_digits(config: DigitsConfig, seed: int, progress: bool = True) -> A
         arrays[f"{split}/image"] = (canvas[:, None] / 16.0).astype(np.float32)
         arrays[f"{split}/left"] = labels[pair[:, 0]]
         arrays[f"{split}/right"] = labels[pair[:, 1]]
+        arrays[f"{split}/source"] = pair
     return arrays
 
 

@@ -109,7 +109,13 @@ def generate_manytasks(config: ManyTasksConfig, seed: int, progress: bool = True
     alpha, beta = rng.normal(size=config.num_waves), rng.normal(size=config.num_waves)
     half = config.scale_decades / 2
     scale = 10.0 ** rng.uniform(-half, half, config.num_tasks)
-    arrays: Arrays = {"meta/direction": directions, "meta/conflicting": conflicting, "meta/scale": scale}
+    arrays: Arrays = {
+        "meta/direction": directions,
+        "meta/conflicting": conflicting,
+        "meta/scale": scale,
+        "meta/alpha": alpha,
+        "meta/beta": beta,
+    }
     thresholds: np.ndarray | None = None
     regression, classes = slice(0, config.num_regression), slice(config.num_regression, None)
     for split in tqdm(("train", "test"), desc="manytasks", disable=not progress, leave=False):

@@ -73,7 +73,7 @@ class Box(Primitive):
         o = (origins - self.center) @ self.rotation
         d = directions @ self.rotation
         parallel = d == 0.0
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             t1 = (-self.half - o) / d
             t2 = (self.half - o) / d
         within = np.abs(o) <= self.half
@@ -150,14 +150,14 @@ class Cylinder(Primitive):
         b = ox * dx + oz * dz
         c = ox * ox + oz * oz - self.radius**2
         discriminant = b * b - a * c
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             t_side = (-b - np.sqrt(np.maximum(discriminant, 0.0))) / a
         y_side = origins[:, 1] + t_side * directions[:, 1]
         side_ok = (a > 0) & (discriminant >= 0) & (t_side > EPSILON)
         side_ok &= (y_side >= self.base[1]) & (y_side <= self.base[1] + self.height)
         candidates = [np.where(side_ok, t_side, np.inf)]
         for cap_y in (self.base[1], self.base[1] + self.height):
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 t_cap = (cap_y - origins[:, 1]) / directions[:, 1]
             px = ox + np.where(np.isfinite(t_cap), t_cap, 0.0) * dx
             pz = oz + np.where(np.isfinite(t_cap), t_cap, 0.0) * dz
