@@ -1,0 +1,27 @@
+# Set-up and checks. Every target creates .venv and installs what it needs, pinning
+# torch to the local CPU wheel through constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
+
+.PHONY: demo test lint ci
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+demo: $(BIN)/python  ## the main job: LS and MARIGOLD side by side
+	$(INSTALL) -e .
+	$(BIN)/bilevel-mtl demo
+
+test: $(BIN)/python  ## the test suite
+	$(INSTALL) -e ".[test]"
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: $(BIN)/python  ## ruff and mypy (strict on the package)
+	$(INSTALL) -e ".[dev]"
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+ci: lint test
