@@ -20,6 +20,9 @@ import numpy as np
 EPSILON = 1e-6
 """Hits closer than this to the ray origin are ignored (self-intersection guard)."""
 
+PARALLEL = 1e-12
+"""Direction components at most this large count as parallel to an axis or plane."""
+
 Intersection = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Per ray: distance ``t`` ``[N]``, unit normal ``[N, 3]``, face index ``[N]``."""
 
@@ -72,10 +75,9 @@ class Box(Primitive):
     def intersect(self, origins: np.ndarray, directions: np.ndarray) -> Intersection:
         o = (origins - self.center) @ self.rotation
         d = directions @ self.rotation
-        parallel = d == 0.0
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            t1 = (-self.half - o) / d
-            t2 = (self.half - o) / d
+        parallel = np.abs(d) <= PARALLEL
+        safe = np.where(parallel, 1.0, d)
+        t1, t2 = (-self.half - o) / safe, (self.half - o) / safe
         within = np.abs(o) <= self.half
         t_low = np.where(parallel, np.where(within, -np.inf, np.inf), np.minimum(t1, t2))
         t_high = np.where(parallel, np.where(within, np.inf, -np.inf), np.maximum(t1, t2))
@@ -150,18 +152,17 @@ class Cylinder(Primitive):
         b = ox * dx + oz * dz
         c = ox * ox + oz * oz - self.radius**2
         discriminant = b * b - a * c
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            t_side = (-b - np.sqrt(np.maximum(discriminant, 0.0))) / a
+        steep = a <= PARALLEL**2
+        t_side = (-b - np.sqrt(np.maximum(discriminant, 0.0))) / np.where(steep, 1.0, a)
         y_side = origins[:, 1] + t_side * directions[:, 1]
-        side_ok = (a > 0) & (discriminant >= 0) & (t_side > EPSILON)
+        side_ok = ~steep & (discriminant >= 0) & (t_side > EPSILON)
         side_ok &= (y_side >= self.base[1]) & (y_side <= self.base[1] + self.height)
         candidates = [np.where(side_ok, t_side, np.inf)]
         for cap_y in (self.base[1], self.base[1] + self.height):
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                t_cap = (cap_y - origins[:, 1]) / directions[:, 1]
-            px = ox + np.where(np.isfinite(t_cap), t_cap, 0.0) * dx
-            pz = oz + np.where(np.isfinite(t_cap), t_cap, 0.0) * dz
-            cap_ok = np.isfinite(t_cap) & (t_cap > EPSILON) & (px * px + pz * pz <= self.radius**2)
+            crossing = np.abs(directions[:, 1]) > PARALLEL
+            t_cap = np.where(crossing, (cap_y - origins[:, 1]) / np.where(crossing, directions[:, 1], 1.0), 0.0)
+            px, pz = ox + t_cap * dx, oz + t_cap * dz
+            cap_ok = crossing & (t_cap > EPSILON) & (px * px + pz * pz <= self.radius**2)
             candidates.append(np.where(cap_ok, t_cap, np.inf))
         stacked = np.stack(candidates, axis=1)
         face = stacked.argmin(axis=1)
