@@ -202,3 +202,37 @@ def test_sphere_and_cylinder_hits_are_first_surface_points(rays, radius, height)
         _check_first_hit(inside(points), t, o, d, inside)
         np.testing.assert_allclose(np.linalg.norm(normal[hit], axis=1), 1.0, atol=1e-9)
         assert np.all(np.einsum("ij,ij->i", normal[hit], d[hit]) <= 1e-9)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_culled_scene_cast_equals_brute_force_nearest_hit(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    primitives = [
+        Box(
+            center=rng.uniform(-3, 3, 3),
+            half=rng.uniform(0.2, 1.0, 3),
+            surfaces=tuple(range(6)),
+            yaw=rng.uniform(0, 3),
+        ),
+        Sphere(center=rng.uniform(-3, 3, 3), radius=float(rng.uniform(0.2, 1.0)), surfaces=(6,)),
+        Cylinder(
+            base=rng.uniform(-3, 3, 3), radius=float(rng.uniform(0.2, 1.0)), height=1.5, surfaces=(7, 8, 9)
+        ),
+        Box(center=np.zeros(3), half=np.full(3, 8.0), surfaces=tuple(range(10, 16)), inside=True),
+    ]
+    camera = Camera(
+        position=(0.0, 0.0, -6.0), yaw=float(rng.uniform(-0.3, 0.3)), pitch=0.0, height=12, width=12
+    )
+    rays = camera.rays()
+    hits = Scene(primitives).cast(rays.origins, rays.directions)
+    each = [p.intersect(rays.origins, rays.directions) for p in primitives]
+    distances = np.stack([t for t, _, _ in each], axis=1)
+    nearest = distances.argmin(axis=1)
+    np.testing.assert_array_equal(hits.distance, distances.min(axis=1))
+    expected_surface = [primitives[k].surfaces[each[k][2][i]] for i, k in enumerate(nearest)]
+    np.testing.assert_array_equal(hits.surface, expected_surface)
+    limit = np.full(len(nearest), 5.0)
+    np.testing.assert_array_equal(
+        Scene(primitives).occluded(rays.origins, rays.directions, limit), distances.min(1) < 5.0
+    )

@@ -112,7 +112,7 @@ def test_load_scenes_caches_by_config(tmp_path: Path) -> None:
     image, targets = splits.train[1]
     image_again, targets_again = again.train[1]
     torch.testing.assert_close(image, image_again)
-    assert image.dtype == torch.float32 and 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert image.dtype == torch.float32 and float(image.min()) >= 0.0 and float(image.max()) <= 1.0
     assert targets["segmentation"].dtype == torch.int64
     for task in ("segmentation", "depth", "normals"):
         torch.testing.assert_close(targets[task], targets_again[task])

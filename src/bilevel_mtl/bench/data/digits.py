@@ -90,7 +90,8 @@ def compose(
 
 def generate_digits(config: DigitsConfig, seed: int, progress: bool = True) -> Arrays:
     """Both splits: ``{split}/image`` ``[N, 1, H, W]`` float32 in [0, 1], labels ``{split}/left`` and
-``{split}/right``, and ``{split}/source`` ``[N, 2]``, the indices of the two scikit-learn digits."""
+        ``{split}/right``, ``{split}/source`` ``[N, 2]`` (the indices of the two scikit-learn digits) and
+    ``{split}/shift`` ``[N, 4]`` (left row, left column, right row, right column shifts)."""
     images, labels = load_sklearn_digits()
     rng = np.random.default_rng([seed, 7])
     order = rng.permutation(len(images))
@@ -109,6 +110,7 @@ def generate_digits(config: DigitsConfig, seed: int, progress: bool = True) -> A
         arrays[f"{split}/left"] = labels[pair[:, 0]]
         arrays[f"{split}/right"] = labels[pair[:, 1]]
         arrays[f"{split}/source"] = pair
+        arrays[f"{split}/shift"] = shifts
     return arrays
 
 

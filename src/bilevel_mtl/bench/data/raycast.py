@@ -46,6 +46,10 @@ class Primitive(ABC):
     def intersect(self, origins: np.ndarray, directions: np.ndarray) -> Intersection:
         """Nearest hit of each ray ``origins[i] + t directions[i]`` (directions of unit length)."""
 
+    @abstractmethod
+    def bounds(self) -> tuple[np.ndarray, float] | None:
+        """A bounding sphere (centre, radius) for culling rays, or ``None`` to test every ray."""
+
 
 @dataclass
 class Box(Primitive):
@@ -71,6 +75,9 @@ class Box(Primitive):
         if len(self.surfaces) != 6:
             raise ValueError(f"a box needs 6 surface ids (one per face), got {len(self.surfaces)}")
         self.rotation = yaw_matrix(self.yaw)
+
+    def bounds(self) -> tuple[np.ndarray, float] | None:
+        return None if self.inside else (self.center, float(np.linalg.norm(self.half)))
 
     def intersect(self, origins: np.ndarray, directions: np.ndarray) -> Intersection:
         o = (origins - self.center) @ self.rotation
@@ -111,6 +118,9 @@ class Sphere(Primitive):
         if self.radius <= 0:
             raise ValueError(f"a sphere needs a positive radius, got {self.radius}")
 
+    def bounds(self) -> tuple[np.ndarray, float] | None:
+        return self.center, self.radius
+
     def intersect(self, origins: np.ndarray, directions: np.ndarray) -> Intersection:
         offset = origins - self.center
         b = np.einsum("ij,ij->i", offset, directions)
@@ -144,6 +154,10 @@ class Cylinder(Primitive):
         if len(self.surfaces) != 3:
             raise ValueError(f"a cylinder needs 3 surface ids (side, bottom, top), got {len(self.surfaces)}")
 
+    def bounds(self) -> tuple[np.ndarray, float] | None:
+        center = self.base + np.array([0.0, self.height / 2, 0.0])
+        return center, math.hypot(self.radius, self.height / 2)
+
     def intersect(self, origins: np.ndarray, directions: np.ndarray) -> Intersection:
         count = len(origins)
         ox, oz = origins[:, 0] - self.base[0], origins[:, 2] - self.base[2]
@@ -160,7 +174,9 @@ class Cylinder(Primitive):
         candidates = [np.where(side_ok, t_side, np.inf)]
         for cap_y in (self.base[1], self.base[1] + self.height):
             crossing = np.abs(directions[:, 1]) > PARALLEL
-            t_cap = np.where(crossing, (cap_y - origins[:, 1]) / np.where(crossing, directions[:, 1], 1.0), 0.0)
+            t_cap = np.where(
+                crossing, (cap_y - origins[:, 1]) / np.where(crossing, directions[:, 1], 1.0), 0.0
+            )
             px, pz = ox + t_cap * dx, oz + t_cap * dz
             cap_ok = crossing & (t_cap > EPSILON) & (px * px + pz * pz <= self.radius**2)
             candidates.append(np.where(cap_ok, t_cap, np.inf))
@@ -195,23 +211,39 @@ class Scene:
 
     primitives: list[Primitive] = field(default_factory=list)
 
+    @staticmethod
+    def _reachable(primitive: Primitive, origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
+        """Indices of the rays that meet the primitive's bounding sphere ahead of their origin."""
+        bounds = primitive.bounds()
+        if bounds is None:
+            return np.arange(len(origins))
+        center, radius = bounds
+        offset = origins - center
+        b = np.einsum("ij,ij->i", offset, directions)
+        c = np.einsum("ij,ij->i", offset, offset) - (radius * (1 + 1e-9) + EPSILON) ** 2
+        return np.flatnonzero((b * b >= c) & ((b <= 0) | (c <= 0)))
+
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> Hits:
         distance, normal, _ = _miss(len(origins))
         surface = np.full(len(origins), -1, dtype=np.int64)
         for primitive in self.primitives:
-            t, n, face = primitive.intersect(origins, directions)
-            closer = t < distance
-            distance = np.where(closer, t, distance)
-            normal = np.where(closer[:, None], n, normal)
-            surface = np.where(closer, np.asarray(primitive.surfaces)[face], surface)
+            index = self._reachable(primitive, origins, directions)
+            t, n, face = primitive.intersect(origins[index], directions[index])
+            closer = t < distance[index]
+            chosen = index[closer]
+            distance[chosen] = t[closer]
+            normal[chosen] = n[closer]
+            surface[chosen] = np.asarray(primitive.surfaces)[face[closer]]
         return Hits(distance, normal, surface)
 
     def occluded(self, origins: np.ndarray, directions: np.ndarray, limit: np.ndarray | float) -> np.ndarray:
         """Whether anything lies on each ray before distance ``limit`` (shadow test)."""
         blocked = np.zeros(len(origins), dtype=bool)
+        limits = np.broadcast_to(limit, (len(origins),))
         for primitive in self.primitives:
-            t, _, _ = primitive.intersect(origins, directions)
-            blocked |= t < limit
+            index = self._reachable(primitive, origins, directions)
+            t, _, _ = primitive.intersect(origins[index], directions[index])
+            blocked[index[t < limits[index]]] = True
         return blocked
 
 
