@@ -120,6 +120,21 @@ def test_each_suite_trains_with_ls_and_evaluates(name: str, tmp_path: Path) -> N
     assert model.training  # evaluate restored the mode
 
 
+def test_manytasks_scales_to_256_tasks(tmp_path: Path) -> None:
+    suite = make_suite("manytasks", "tiny", num_tasks=256, classification_fraction=0.25)
+    data = suite.datasets(cache_dir=tmp_path, progress=False)
+    model = suite.model(seed=0)
+    inputs, targets = next(iterate_batches(data.train, 8))
+    losses = suite.task_losses(model(inputs), targets)
+    assert losses.shape == (256,) and suite.tasks[191] == "reg191" and suite.tasks[192] == "cls000"
+    torch.testing.assert_close(
+        losses[:192], (model(inputs)["regression"] - targets["regression"]).pow(2).mean(0)
+    )
+    meta = suite.task_metadata(cache_dir=tmp_path)  # type: ignore[attr-defined]
+    assert meta["conflicting"].sum() == 64 and meta["direction"].shape == (256, 16)
+    assert len(suite.metrics) == 256
+
+
 def test_suite_model_seed_is_reproducible_and_leaves_the_global_stream_alone() -> None:
     suite = make_suite("digits", "tiny")
     state = torch.get_rng_state()

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 from torch import Tensor, nn
 
 from ..data.manytasks import ManyTasksConfig, load_manytasks
@@ -73,6 +74,14 @@ class ManyTasksSuite(Suite[ManyTasksSuiteConfig]):
     ) -> Splits:
         splits, _ = load_manytasks(self.config.data, seed, cache_dir, progress, use_cache)
         return splits
+
+    def task_metadata(
+        self, seed: int = 0, cache_dir: str | os.PathLike[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The generator's task facts (``direction``, ``conflicting``, ``scale``, ``alpha``, ``beta``),
+        e.g. to report aligned and conflicting tasks apart."""
+        _, meta = load_manytasks(self.config.data, seed, cache_dir, progress=False)
+        return {key.removeprefix("meta/"): value for key, value in meta.items()}
 
     def build_model(self) -> nn.Module:
         data = self.config.data
