@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: demo test lint ci
+.PHONY: demo test lint docs ci
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,4 +24,8 @@ lint: $(BIN)/python  ## ruff and mypy (strict on the package)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-ci: lint test
+docs: $(BIN)/python  ## the documentation: warnings are errors, examples run
+	$(INSTALL) -e ".[docs]"
+	PYTHON=$(BIN)/python scripts/build_docs.sh
+
+ci: lint test docs
