@@ -15,7 +15,7 @@ demo: $(BIN)/python  ## the main job: LS and MARIGOLD side by side
 	$(BIN)/bilevel-mtl demo
 
 test: $(BIN)/python  ## the test suite
-	$(INSTALL) -e ".[test]"
+	$(INSTALL) -e ".[test,bench]"
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(BIN)/python  ## ruff and mypy (strict on the package)
