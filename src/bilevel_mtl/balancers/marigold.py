@@ -123,7 +123,8 @@ class Marigold(Balancer):
             raise RuntimeError("observe() must follow weights() of the same step")
         before, direction = self._pending
         after = self.check_losses(losses_after).detach().to(before)
-        value = self.criterion(before, after)
+        with torch.enable_grad():  # the adversary's gradient, even under no_grad
+            value = self.criterion(before, after)
         assert isinstance(self.estimator, SinglePoint)
         hypergradient = self.estimator.combine(direction, value.detach()[None])
         update = self._upper_step(before, hypergradient, [value])
@@ -150,13 +151,14 @@ class Marigold(Balancer):
     def _upper_step(self, before: Tensor, hypergradient: Tensor, values: list[Tensor]) -> UpperUpdate:
         """Chain ``hypergradient`` through the parametrization, add the adversary's gradient, step."""
         self.upper_optimizer.zero_grad(set_to_none=True)
-        lam = self.parametrization(before)
-        value = torch.stack([v.reshape(()) for v in values]).mean()
-        outputs, grads = [lam], [hypergradient.to(lam)]
-        if value.requires_grad:
-            outputs.append(value)
-            grads.append(torch.ones_like(value))
-        torch.autograd.backward(outputs, grads)
+        with torch.enable_grad():  # observe() is often called under no_grad
+            lam = self.parametrization(before)
+            value = torch.stack([v.reshape(()) for v in values]).mean()
+            outputs, grads = [lam], [hypergradient.to(lam)]
+            if value.requires_grad:
+                outputs.append(value)
+                grads.append(torch.ones_like(value))
+            torch.autograd.backward(outputs, grads)
         self.upper_optimizer.step()
         return UpperUpdate(hypergradient=hypergradient.detach(), criterion_value=float(value.detach()))
 

@@ -40,7 +40,8 @@ class UpperObjective:
     def __call__(self, weights: Tensor) -> Tensor:
         with torch.no_grad():
             after = self.losses_after(weights).detach()
-        value: Tensor = self.criterion(self.losses_before, after)
+        with torch.enable_grad():  # keep the adversary's graph
+            value: Tensor = self.criterion(self.losses_before, after)
         self.evaluations.append(value)
         return value.detach()
 
