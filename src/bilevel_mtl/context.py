@@ -36,10 +36,12 @@ class _ClosureModule(nn.Module):
     def __init__(self, model: nn.Module, closure: Closure) -> None:
         super().__init__()
         self.model = model
-        self.closure = closure
+        # In a tuple, so that a closure that is itself a module (``closure=model``) is not
+        # registered a second time: functional_call would then restore tied copies wrongly.
+        self._closure = (closure,)
 
     def forward(self) -> Tensor | Sequence[Tensor]:
-        return self.closure()
+        return self._closure[0]()
 
 
 class StepContext:
