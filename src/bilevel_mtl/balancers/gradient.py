@@ -25,7 +25,8 @@ Which parameters the rule sees (``shared``):
   batched backward through the heads only (:math:`m\times|z|` numbers), then one
   ordinary backward of :math:`w^\top f`. The output is captured by a forward hook on the
   module during the closure, so the closure API is unchanged; the module must return
-  one tensor and run once per step with autograd enabled.
+  one tensor and run once in the forward that produces the losses (other calls, e.g. an
+  evaluation between steps, are recognised as not feeding the losses and ignored).
 
 Gradient balancers need the step's autograd graph: train with
 :class:`~bilevel_mtl.BalancedOptimizer` (their :meth:`weights` raises).
@@ -69,6 +70,7 @@ class _CaptureOutput:
         balancer = self.balancer()
         if balancer is not None and torch.is_grad_enabled():
             balancer._captured.append(output)
+            del balancer._captured[:-4]
 
 
 class GradientBalancer(Balancer):
@@ -170,29 +172,27 @@ class GradientBalancer(Balancer):
     def _backward_representation(self, losses: Tensor, context: StepContext) -> BalancerOutput:
         name = type(self).__name__
         captured, self._captured = self._captured, []
-        if not captured:
+        if not all(isinstance(output, Tensor) for output in captured):
+            raise TypeError(f"{name}(representation=True) needs the shared module to return one tensor")
+        candidates = [output for output in captured if output.requires_grad]
+        if not candidates:
             raise RuntimeError(
                 f"{name}(representation=True) saw no output of the shared module during this step: "
                 "the closure must run it with autograd enabled"
             )
-        if len(captured) > 1:
+        eye = torch.eye(self.num_tasks, dtype=losses.dtype, device=losses.device)
+        jacobians = torch.autograd.grad(
+            losses, candidates, grad_outputs=eye, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
+        used = [(output, j) for output, j in zip(candidates, jacobians, strict=True) if j is not None]
+        if not used:
+            raise ValueError("the task losses do not depend on the shared module's output in this step")
+        if len(used) > 1:
             raise RuntimeError(
-                f"the shared module ran {len(captured)} times with autograd since the last step; "
+                f"the shared module ran {len(used)} times in this step's forward; "
                 f"{name}(representation=True) needs exactly one call per step"
             )
-        rep = captured[0]
-        if not isinstance(rep, Tensor) or not rep.requires_grad:
-            raise TypeError(
-                f"{name}(representation=True) needs the shared module to return one tensor that "
-                f"requires grad, got {type(rep).__name__}"
-            )
-        m = self.num_tasks
-        eye = torch.eye(m, dtype=losses.dtype, device=losses.device)
-        (jacobian,) = torch.autograd.grad(
-            losses, rep, grad_outputs=eye, retain_graph=True, allow_unused=True, is_grads_batched=True
-        )
-        if jacobian is None:
-            raise ValueError("the task losses do not depend on the shared module's output in this step")
+        rep, jacobian = used[0]
         combination = self.combine(jacobian.detach(), losses.detach(), rep.detach())
         weights = combination.weights.to(losses)
         if combination.direction is None:
