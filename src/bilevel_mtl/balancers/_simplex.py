@@ -30,6 +30,8 @@ def gramian(jacobian: Tensor) -> Tensor:
 
 def project_simplex(v: Tensor) -> Tensor:
     r"""Euclidean projection of ``v`` (``[m]``) onto :math:`\{w \ge 0, \sum w = 1\}` (sort-based)."""
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"cannot project non-finite weights {v.tolist()} on the simplex")
     u, _ = torch.sort(v, descending=True)
     cumulative = torch.cumsum(u, 0) - 1
     index = torch.arange(1, v.numel() + 1, dtype=v.dtype, device=v.device)
@@ -46,11 +48,12 @@ def min_norm_weights(gram: Tensor, tol: float = 1e-12, max_iter: int | None = No
     :math:`(Kw)_j \ge w^\top K w` holds for all ``j`` within ``tol`` times the largest
     squared gradient norm.
     """
-    k = gram.to(torch.float64)
+    k = gram.to("cpu", torch.float64)  # a small m × m problem with scalar control flow
     m = k.shape[0]
     scale = float(k.diagonal().max())
     if scale <= 0:
-        return torch.full((m,), 1.0 / m, dtype=torch.float64, device=k.device)
+        return torch.full((m,), 1.0 / m, dtype=torch.float64, device=gram.device)
+    k = k / scale
     limit = max_iter if max_iter is not None else 50 * m + 100
     corral = [int(k.diagonal().argmin())]
     lam = torch.zeros(m, dtype=torch.float64, device=k.device)
@@ -58,7 +61,7 @@ def min_norm_weights(gram: Tensor, tol: float = 1e-12, max_iter: int | None = No
     for _ in range(limit):
         kw = k @ lam
         j = int(kw.argmin())
-        if float(lam @ kw) - float(kw[j]) <= tol * scale or j in corral:
+        if float(lam @ kw) - float(kw[j]) <= tol or j in corral:
             break
         corral.append(j)
         for _ in range(limit):
@@ -75,7 +78,7 @@ def min_norm_weights(gram: Tensor, tol: float = 1e-12, max_iter: int | None = No
             lam[corral] = new.clamp(min=0)
             corral = [i for i, value in zip(corral, new.tolist(), strict=True) if value > 1e-15]
             lam /= lam.sum()
-    return lam
+    return lam.to(gram.device)
 
 
 def _affine_minimizer(k: Tensor, corral: list[int]) -> Tensor:

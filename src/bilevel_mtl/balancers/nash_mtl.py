@@ -26,10 +26,10 @@ def nash_bargaining(
     point is shorter than ``stationary_tol`` times the longest gradient (Pareto-stationary:
     no direction improves every task) all :math:`\alpha_i` are 0.
     """
-    k = gram.to(torch.float64)
+    k = gram.to("cpu", torch.float64)  # a small m × m problem with scalar control flow
     m = k.shape[0]
     diag = k.diagonal()
-    alpha = torch.zeros(m, dtype=torch.float64, device=k.device)
+    alpha = torch.zeros(m, dtype=torch.float64, device=gram.device)
     largest = float(diag.max()) if m else 0.0
     if largest <= 0:
         return alpha
@@ -63,7 +63,7 @@ def nash_bargaining(
         if t <= 1e-8:
             break
         x = x + t * step
-    alpha[active] = x
+    alpha[active.to(gram.device)] = x.to(gram.device)
     return alpha
 
 
