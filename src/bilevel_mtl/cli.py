@@ -9,6 +9,9 @@ from collections.abc import Sequence
 # Benchmark suites: name -> module exposing ``configure(parser)`` and ``run(args) -> int``.
 BENCHMARKS: dict[str, str] = {
     "data": "bilevel_mtl.bench.prepare",
+    "quality": "bilevel_mtl.bench.quality",
+    "aux": "bilevel_mtl.bench.aux",
+    "cost": "bilevel_mtl.bench.cost",
 }
 
 

@@ -1,0 +1,103 @@
+"""The benchmark figures (matplotlib, written as PNG): Δm% against training time (the MARIGOLD
+paper's Figure 3), task-weight trajectories, and step time and memory against the number of tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(figure: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_delta_m_vs_time(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
+    """Per method, Δm% after each epoch against cumulative training time (both averaged over seeds)."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    methods = [m for m in dict.fromkeys(r["method"] for r in records) if m != "stl"]
+    for method in methods:
+        curves = [r["curve"] for r in records if r["method"] == method]
+        length = min(len(curve) for curve in curves)
+        seconds = [sum(c[i]["train_seconds"] for c in curves) / len(curves) for i in range(length)]
+        values = [sum(c[i]["delta_m"] for c in curves) / len(curves) for i in range(length)]
+        style = "-o" if method.startswith("marigold") else "--."
+        axes.plot(seconds, values, style, label=method, markersize=4)
+    axes.axhline(0.0, color="black", linewidth=0.8)
+    axes.set_xscale("log")
+    axes.set_xlabel("training wall time [s] (log)")
+    axes.set_ylabel("Δm% against STL (lower is better)")
+    axes.set_title(title)
+    axes.legend(fontsize=7, ncol=2)
+    _save(figure, path)
+
+
+def plot_weights(
+    records: Sequence[Mapping[str, Any]], tasks: Sequence[str], path: Path, title: str = "", max_tasks: int = 8
+) -> None:
+    """One panel per method: the task weights of its first seed against the step."""
+    seeds = [r["seed"] for r in records]
+    first = seeds[0] if seeds else 0
+    chosen = [r for r in records if r["seed"] == first and r.get("weights")]
+    if not chosen:
+        return
+    columns = min(4, len(chosen))
+    rows = -(-len(chosen) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    shown = min(len(tasks), max_tasks)
+    for panel, record in zip(axes.flat, chosen, strict=False):
+        steps = [w["step"] for w in record["weights"]]
+        for task in range(shown):
+            panel.plot(steps, [w["weights"][task] for w in record["weights"]], linewidth=1, label=tasks[task])
+        panel.set_title(record["method"], fontsize=9)
+        panel.tick_params(labelsize=7)
+    for panel in list(axes.flat)[len(chosen) :]:
+        panel.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    figure.suptitle(title + ("" if shown == len(tasks) else f" (first {shown} of {len(tasks)} tasks)"), fontsize=10)
+    _save(figure, path)
+
+
+def plot_cost(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
+    """Median step-time ratio (with its interquartile range) and peak-memory ratio to LS against m."""
+    figure, (time_axes, memory_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    for method in methods:
+        mine = sorted((r for r in records if r["method"] == method), key=lambda r: r["num_tasks"])
+        tasks = [r["num_tasks"] for r in mine]
+        median = [r["time_ratio_median"] for r in mine]
+        low = [r["time_ratio_median"] - r["time_ratio_q25"] for r in mine]
+        high = [r["time_ratio_q75"] - r["time_ratio_median"] for r in mine]
+        time_axes.errorbar(tasks, median, yerr=[low, high], marker="o", markersize=3, capsize=2, label=method)
+        memory_axes.plot(tasks, [r["memory_ratio"] for r in mine], marker="o", markersize=3, label=method)
+    for axes, label in ((time_axes, "step time / LS (median, IQR)"), (memory_axes, "peak step memory / LS")):
+        axes.set_xscale("log", base=2)
+        axes.set_yscale("log")
+        axes.set_xlabel("number of tasks m")
+        axes.set_ylabel(label)
+        axes.axhline(1.0, color="black", linewidth=0.8)
+    time_axes.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    _save(figure, path)
+
+
+def plot_trajectories(
+    trajectories: Mapping[str, Sequence[tuple[int, float]]], path: Path, ylabel: str, title: str = ""
+) -> None:
+    """Named curves of (step, value) pairs on one axes (e.g. the learnt distillation weight)."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name, points in trajectories.items():
+        axes.plot([p[0] for p in points], [p[1] for p in points], linewidth=1, label=name)
+    axes.set_xlabel("step")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(fontsize=7)
+    _save(figure, path)

@@ -1,0 +1,241 @@
+r"""``bilevel-mtl bench quality``: train every method on a suite, report Δm%, mean rank and metrics.
+
+For each seed (the outer loop, so that a run cut short still has every method for the
+first seeds) STL is trained first (one model per task), then each method. A record holds
+the suite, method, seed, every test metric (averaged over the last ``--average-last``
+epochs), Δm% against the STL of the same seed, the mean rank among the methods of that
+seed, training wall time and the per-epoch Δm% curve and the weight trajectory. The
+summary gives mean ± std over seeds and the mean rank of the seed-averaged metrics.
+Results are rewritten after every run (``quality.json``, ``quality.csv``) and the plots
+(``delta_m_vs_time.png``, ``weights.png``) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .metrics import delta_m, mean_rank
+from .plots import plot_delta_m_vs_time, plot_weights
+from .runs import build_method, mean_std, method_names, split_method, pick_device, provenance, train_run, train_stl, write_results
+from .suites import SIZES, Suite, make_suite
+
+QUALITY_SUITES = ("scenes", "scenes2", "digits", "manytasks")
+DEFAULT_METHODS = (
+    "stl",
+    "ls",
+    "marigold",
+    "marigold-faithful",
+    "bilb4mtl",
+    "famo",
+    "mgda",
+    "pcgrad",
+    "cagrad",
+    "imtlg",
+    "nashmtl",
+)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["num_train=300", "width=8"]`` → ``{"num_train": 300, "width": 8}`` (Python literals, else strings)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"a setting must look like KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text
+    return overrides
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the training runners (quality and aux)."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="model seeds (default 0 1 2)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the suite size's recipe")
+    parser.add_argument("--size", choices=SIZES, default="default")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="suite settings to replace, e.g. num_train=2000 width=8 batch_size=32",
+    )
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated data set")
+    parser.add_argument("--average-last", type=int, default=3, help="average the metrics of the last N epochs")
+    parser.add_argument("--weight-every", type=int, default=10, help="record the task weights every k steps")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="size 'quick', one seed (CI-sized)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Train methods on a suite; Δm% against STL, mean rank, every metric, wall time."
+    parser.add_argument("--suite", dest="suite_name", choices=QUALITY_SUITES, required=True)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        help=f"registry names, optionally with options (marigold:lr=0.01); one of {method_names()}",
+    )
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the records of an earlier run in --out and skip them"
+    )
+
+
+def resolve(args: argparse.Namespace, suite_name: str) -> tuple[Suite[Any], list[int], Path]:
+    """The suite, seeds and output folder the arguments ask for."""
+    size = "quick" if args.quick else args.size
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
+    suite = make_suite(suite_name, size, **parse_overrides(args.overrides))
+    out = args.out if args.out is not None else Path("benchmarks/results") / suite_name
+    return suite, seeds, out
+
+
+def suite_description(suite: Suite[Any], size: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The suite's name, tasks, metrics and full configuration (the sizes the results used)."""
+    return {
+        "name": suite.name,
+        "size": size,
+        "overrides": dict(overrides),
+        "tasks": list(suite.tasks),
+        "metrics": {spec.name: {"task": spec.task, "higher_is_better": spec.higher_is_better} for spec in suite.metrics},
+        "config": json.loads(json.dumps(suite.config, default=lambda o: getattr(o, "__dict__", str(o)))),
+    }
+
+
+def summarize(records: Sequence[Mapping[str, Any]], higher_is_better: Mapping[str, bool]) -> dict[str, Any]:
+    """Per method: mean ± std over seeds of every metric, Δm% and time; mean rank of the seed means."""
+    methods = list(dict.fromkeys(record["method"] for record in records))
+    summary: dict[str, Any] = {}
+    for method in methods:
+        mine = [record for record in records if record["method"] == method]
+        entry: dict[str, Any] = {"seeds": [record["seed"] for record in mine]}
+        for name in [*higher_is_better, "delta_m", "train_seconds"]:
+            entry[name] = mean_std([record[name] for record in mine])
+        summary[method] = entry
+    means = {method: {name: summary[method][name][0] for name in higher_is_better} for method in methods}
+    ranks = mean_rank(means, higher_is_better)
+    for method in methods:
+        summary[method]["mean_rank"] = ranks[method]
+    return summary
+
+
+def attach_ranks(records: list[dict[str, Any]], higher_is_better: Mapping[str, bool]) -> None:
+    """Each record's mean rank among the methods trained with the same seed."""
+    for seed in {record["seed"] for record in records}:
+        mine = {record["method"]: record for record in records if record["seed"] == seed}
+        ranks = mean_rank({method: record for method, record in mine.items()}, higher_is_better)
+        for method, record in mine.items():
+            record["mean_rank"] = ranks[method]
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    suite, seeds, out = resolve(args, args.suite_name)
+    device = pick_device(args.device)
+    methods = list(dict.fromkeys(["stl", *args.methods]))
+    for method in methods:
+        split_method(method)
+    higher = suite.higher_is_better
+    payload: dict[str, Any] = {
+        "benchmark": "quality",
+        "provenance": provenance(args, seeds, device),
+        "suite": suite_description(suite, "quick" if args.quick else args.size, parse_overrides(args.overrides)),
+        "methods": methods,
+        "average_last": args.average_last,
+        "data_seed": args.data_seed,
+    }
+    records: list[dict[str, Any]] = []
+    if args.resume and (out / "quality.json").exists():
+        earlier = json.loads((out / "quality.json").read_text())
+        if earlier["suite"]["config"] != payload["suite"]["config"]:
+            raise ValueError(f"--resume: {out / 'quality.json'} was made with another suite configuration")
+        records = [r for r in earlier["records"] if r["method"] in methods and r["seed"] in seeds]
+    data = suite.datasets(seed=args.data_seed, progress=not args.no_progress)
+    options = {
+        "epochs": args.epochs,
+        "average_last": args.average_last,
+        "weight_every": args.weight_every,
+        "device": device,
+        "progress": not args.no_progress,
+    }
+    for seed in seeds:
+        stl = next((r for r in records if r["method"] == "stl" and r["seed"] == seed), None)
+        for method in methods:
+            if any(r["method"] == method and r["seed"] == seed for r in records):
+                continue
+            if method == "stl":
+                result = train_stl(suite, data, seed, **options)
+            else:
+                result = train_run(
+                    suite,
+                    data,
+                    lambda model, method=method, seed=seed: build_method(method, suite.num_tasks, model, seed),
+                    seed,
+                    description=f"{method} seed {seed}",
+                    **options,
+                )
+            record: dict[str, Any] = {
+                "suite": suite.name,
+                "method": method,
+                "seed": seed,
+                **result.metrics,
+                "train_seconds": result.train_seconds,
+                "steps": result.steps,
+                "epochs": len(result.epochs),
+            }
+            if method == "stl":
+                stl = record
+            assert stl is not None
+            baseline = {name: stl[name] for name in higher}
+            record["delta_m"] = delta_m(result.metrics, baseline, higher)
+            record["curve"] = [
+                {
+                    "epoch": e["epoch"],
+                    "train_seconds": e["train_seconds"],
+                    "delta_m": delta_m(e["metrics"], baseline, higher),
+                    "metrics": e["metrics"],
+                }
+                for e in result.epochs
+            ]
+            record["weights"] = result.weights
+            records.append(record)
+            print(
+                f"{suite.name} {method:18s} seed {seed}: Δm% {record['delta_m']:+7.2f}  "
+                f"train {result.train_seconds:7.1f} s",
+                flush=True,
+            )
+            attach_ranks(records, higher)
+            payload["records"] = records
+            payload["summary"] = summarize(records, higher)
+            write_results(out, "quality", payload, records)
+    attach_ranks(records, higher)
+    payload["records"] = records
+    payload["summary"] = summarize(records, higher)
+    write_results(out, "quality", payload, records)
+    plot_delta_m_vs_time(records, out / "delta_m_vs_time.png", title=f"{suite.name}: Δm% against training time")
+    plot_weights(records, suite.tasks, out / "weights.png", title=f"{suite.name}: task weights (seed {seeds[0]})")
+    print(format_summary(payload["summary"]))
+    print(f"results in {out}")
+    return 0
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A plain-text table: method, Δm% mean ± std, mean rank, training seconds."""
+    lines = [f"{'method':20s} {'Δm%':>16s} {'MR':>6s} {'train s':>9s}"]
+    for method, entry in summary.items():
+        mean, std = entry["delta_m"]
+        lines.append(f"{method:20s} {mean:+8.2f} ± {std:5.2f} {entry['mean_rank']:6.2f} {entry['train_seconds'][0]:9.1f}")
+    return "\n".join(lines)

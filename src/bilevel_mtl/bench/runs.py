@@ -1,0 +1,292 @@
+"""What every benchmark runner shares: provenance, method construction, training, results files.
+
+* :func:`provenance`: the exact command, git commit, device (CPU model/cores, torch threads,
+  CUDA name), torch version and seeds, stored in every results file;
+* :func:`build_method`: a balancer by registry name, plus ``"marigold-faithful"``; gradient
+  balancers see the model's shared trunk (``model.trunk`` or ``model.backbone``);
+* :func:`train_run`: one model trained with one balancer by :class:`~bilevel_mtl.BalancedOptimizer`
+  (Adam, the suite's recipe), evaluated after every epoch, weights recorded every ``k`` steps;
+* :func:`write_results`: ``<stem>.json`` (everything) and ``<stem>.csv`` (one row per record).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import inspect
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..balancers import STL, Balancer
+from ..balancers.gradient import GradientBalancer
+from ..registry import BALANCERS, build_balancer
+from ..training import BalancedOptimizer
+from .datasets import Splits, iterate_batches, to_device
+from .suites import Suite
+
+EXTRA_METHODS = ("marigold-faithful",)
+"""Method names beyond the registry's: ``marigold`` is the default (perturbed) mode."""
+
+
+def method_names() -> list[str]:
+    """Every name :func:`build_method` accepts."""
+    return sorted([*BALANCERS, *EXTRA_METHODS])
+
+
+def shared_module(model: nn.Module) -> nn.Module | None:
+    """The shared encoder of a benchmark model (``trunk`` or ``backbone``), if it has one."""
+    for name in ("trunk", "backbone"):
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    return None
+
+
+def split_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"marigold:lr=0.01,beta=2"`` → ``("marigold", {"lr": 0.01, "beta": 2})`` (values are Python literals)."""
+    name, _, options = spec.partition(":")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, options.split(",")):
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"method options must look like name:key=value,key=value; got {spec!r}")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text
+    if name not in method_names():
+        raise ValueError(f"unknown method {name!r}; choose from {method_names()}")
+    return name, kwargs
+
+
+def build_method(spec: str, num_tasks: int, model: nn.Module, seed: int = 0, **kwargs: Any) -> Balancer:
+    """The balancer ``spec`` (a name, optionally ``name:key=value,...``) for ``model``.
+
+    ``stl`` needs ``task=<index>``. Gradient balancers get ``shared=<the model's trunk>``
+    (the usual setting of their papers); a balancer with a ``seed`` argument gets ``seed``.
+    """
+    name, options = split_method(spec)
+    kwargs = {**options, **kwargs}
+    if name == "marigold-faithful":
+        return build_balancer("marigold", num_tasks, mode="faithful", seed=seed, **kwargs)
+    if name not in BALANCERS:
+        raise ValueError(f"unknown method {name!r}; choose from {method_names()}")
+    factory = BALANCERS[name].resolve()
+    if isinstance(factory, type) and issubclass(factory, GradientBalancer):
+        kwargs.setdefault("shared", shared_module(model))
+    if "seed" in inspect.signature(factory).parameters:
+        kwargs.setdefault("seed", seed)
+    return build_balancer(name, num_tasks, **kwargs)
+
+
+def device_string(device: torch.device | str = "cpu") -> str:
+    """CPU model and cores, torch threads, and the CUDA device name when ``device`` is CUDA."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    text = f"CPU {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    if torch.device(device).type == "cuda":
+        text += f"; CUDA {torch.cuda.get_device_name(torch.device(device))}"
+    return text
+
+
+def git_commit() -> str:
+    """The commit of the source tree this package runs from (``+dirty`` with local changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def provenance(args: Any, seeds: Sequence[int], device: torch.device | str = "cpu") -> dict[str, Any]:
+    """How a results file was made: command, parsed arguments, commit, device, torch version, seeds."""
+    arguments = {key: value for key, value in vars(args).items() if not callable(value)}
+    return {
+        "command": shlex.join(["bilevel-mtl", *sys.argv[1:]]),
+        "arguments": json.loads(json.dumps(arguments, default=str)),
+        "git_commit": git_commit(),
+        "device": device_string(device),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "seeds": list(seeds),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class RunResult:
+    """One trained model: metrics per epoch, the averaged final metrics, time and weights."""
+
+    metrics: dict[str, float]
+    """Test metrics averaged over the last ``average_last`` epochs."""
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    """Per epoch: ``epoch``, cumulative ``train_seconds``, ``metrics``."""
+    weights: list[dict[str, Any]] = field(default_factory=list)
+    """Every ``weight_every`` steps: ``step`` and the task ``weights`` the update used."""
+    train_seconds: float = 0.0
+    steps: int = 0
+
+
+def train_run(
+    suite: Suite[Any],
+    data: Splits,
+    make_balancer: Callable[[nn.Module], Balancer],
+    seed: int,
+    epochs: int | None = None,
+    average_last: int = 1,
+    weight_every: int = 10,
+    device: torch.device | str = "cpu",
+    description: str = "",
+    progress: bool = True,
+) -> RunResult:
+    """Train ``suite.model(seed)`` with ``make_balancer(model)`` and Adam (the suite's recipe).
+
+    The test set is evaluated after every epoch (evaluation time is not training time);
+    the final metrics average the last ``average_last`` epochs.
+    """
+    epochs = suite.training.epochs if epochs is None else epochs
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if average_last < 1:
+        raise ValueError(f"average_last must be >= 1, got {average_last}")
+    recipe = suite.training
+    model = suite.model(seed).to(device)
+    balancer = make_balancer(model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    trainer = BalancedOptimizer(model, optimizer, balancer)
+    result = RunResult(metrics={})
+    total = epochs * -(-len(data.train) // recipe.batch_size)  # type: ignore[arg-type]
+    bar = tqdm(total=total, desc=description, disable=not progress, leave=False, mininterval=1.0)
+    model.train()
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        batches = iterate_batches(data.train, recipe.batch_size, shuffle=True, seed=seed * 1000 + epoch)
+        for batch in batches:
+            inputs, targets = to_device(batch, device)
+
+            def closure(inputs: Any = inputs, targets: Any = targets) -> torch.Tensor:
+                return suite.task_losses(model(inputs), targets)
+
+            record = trainer.step(closure)
+            if result.steps % weight_every == 0:
+                result.weights.append({"step": result.steps, "weights": record.weights.tolist()})
+            result.steps += 1
+            bar.update()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        result.train_seconds += time.perf_counter() - start
+        scores = suite.evaluate(model, data.test)
+        result.epochs.append({"epoch": epoch + 1, "train_seconds": result.train_seconds, "metrics": scores})
+    bar.close()
+    last = result.epochs[-average_last:]
+    result.metrics = {name: sum(e["metrics"][name] for e in last) / len(last) for name in last[0]["metrics"]}
+    return result
+
+
+def train_stl(
+    suite: Suite[Any], data: Splits, seed: int, progress: bool = True, **kwargs: Any
+) -> RunResult:
+    """Single-task learning: one model per task; each task's metrics come from its own model.
+
+    Time is the sum over the models; epoch curves are merged the same way.
+    """
+    runs = [
+        train_run(
+            suite,
+            data,
+            lambda model, task=task: STL(suite.num_tasks, task=task),
+            seed,
+            description=f"stl[{name}] seed {seed}",
+            progress=progress,
+            **kwargs,
+        )
+        for task, name in enumerate(suite.tasks)
+    ]
+    owner = {spec.name: suite.tasks.index(spec.task) for spec in suite.metrics}
+    epochs = []
+    for index in range(len(runs[0].epochs)):
+        metrics = {name: runs[task].epochs[index]["metrics"][name] for name, task in owner.items()}
+        seconds = sum(run.epochs[index]["train_seconds"] for run in runs)
+        epochs.append({"epoch": index + 1, "train_seconds": seconds, "metrics": metrics})
+    return RunResult(
+        metrics={name: runs[task].metrics[name] for name, task in owner.items()},
+        epochs=epochs,
+        weights=[],
+        train_seconds=sum(run.train_seconds for run in runs),
+        steps=sum(run.steps for run in runs),
+    )
+
+
+def flat_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Records with only their scalar fields (the CSV view)."""
+    return [
+        {key: value for key, value in record.items() if isinstance(value, str | int | float | bool)}
+        for record in records
+    ]
+
+
+def write_results(out: Path, stem: str, payload: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``out/<stem>.json`` (``payload``) and ``out/<stem>.csv`` (the scalar fields of ``records``).
+
+    Both are written to a temporary name first and renamed, so a reader never sees half a file.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{stem}.json"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    tmp.replace(json_path)
+    rows = flat_rows(records)
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    csv_path = out / f"{stem}.csv"
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(csv_path)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    std = float(tensor.std()) if len(values) > 1 else 0.0
+    return float(tensor.mean()), std
