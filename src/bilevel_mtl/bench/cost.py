@@ -1,3 +1,241 @@
+r"""``bilevel-mtl bench cost``: per-step time and peak memory of each method relative to LS, against m.
+
+Protocol (``BENCHMARKS.md``, cost): for every number of tasks ``m`` (ManyTasks MLP, and
+every ``--hidden`` width d), LS and the method each get their own copy of the same
+model, Adam and one fixed batch; after ``--warmup`` steps of each, the steps are timed
+**interleaved in one process** (LS, method, LS, method, ...), so that machine noise hits
+both alike. A ratio is method/LS of one adjacent pair; the record gives the median
+ratio, its interquartile range and the median absolute times (CUDA: synchronised
+around each step).
+
+Memory, the peak *during a step* above what is resident before it (parameters,
+optimizer state, the batch), as a ratio to LS's:
+
+* CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
+  ``memory_allocated`` before the step;
+* CPU (Linux): the process's peak resident set (``VmHWM``), reset through
+  ``/proc/self/clear_refs`` before the step, minus the resident set (``VmRSS``) before it.
+  glibc is told to serve blocks of 64 KiB and more by ``mmap`` (fixed threshold) and
+  trimmed before each measurement, so memory freed by earlier steps is returned to the
+  system and does not hide the next step's peak. Small allocations below 64 KiB may
+  still be served from retained heap; the measure is a page-granular upper envelope of
+  what the step touched.
+
+Results: ``cost.json``, ``cost.csv``, ``cost.png``.
+"""
+
+from __future__ import annotations
+
 import argparse
-def configure(parser: argparse.ArgumentParser) -> None: ...
-def run(args: argparse.Namespace) -> int: return 0
+import ctypes
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..training import BalancedOptimizer
+from .datasets import iterate_batches, to_device
+from .plots import plot_cost
+from .quality import parse_overrides
+from .runs import build_method, method_names, pick_device, provenance, split_method, write_results
+from .suites import make_suite
+
+DEFAULT_METHODS = (
+    "marigold",
+    "marigold-faithful",
+    "bilb4mtl",
+    "famo",
+    "mgda",
+    "pcgrad",
+    "cagrad",
+    "imtlg",
+    "nashmtl",
+)
+_M_MMAP_THRESHOLD = -3
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Per-step time and peak memory relative to LS against the number of tasks."
+    parser.add_argument(
+        "--methods", nargs="+", default=list(DEFAULT_METHODS), help=f"one of {method_names()}"
+    )
+    parser.add_argument("--tasks", type=int, nargs="+", default=[2, 8, 32, 128, 256])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64], help="MLP widths d to sweep")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each method first")
+    parser.add_argument("--repeats", type=int, default=20, help="timed (LS, method) pairs, at most")
+    parser.add_argument(
+        "--budget", type=float, default=20.0, help="seconds of timed steps per (m, d, method), at most"
+    )
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cost"))
+    parser.add_argument("--quick", action="store_true", help="m in {2, 8}, 3 pairs (CI-sized)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+class MemoryProbe:
+    """Peak memory of one call above the memory resident before it (see the module docstring)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.libc: Any = None
+        if device.type == "cpu":
+            try:
+                self.libc = ctypes.CDLL("libc.so.6")
+                self.libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
+            except OSError:
+                self.libc = None
+
+    @property
+    def measure(self) -> str:
+        if self.device.type == "cuda":
+            return "torch.cuda.max_memory_allocated - memory_allocated before the step"
+        return "peak RSS (VmHWM, reset by /proc/self/clear_refs) - RSS before the step; glibc mmap threshold 64 KiB"
+
+    @staticmethod
+    def _status(field: str) -> int:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise OSError(f"{field} not in /proc/self/status")
+
+    def __call__(self, step: Callable[[], Any]) -> float:
+        """Bytes above the resident baseline at the peak of ``step()`` (NaN when unmeasurable)."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            step()
+            torch.cuda.synchronize(self.device)
+            return float(torch.cuda.max_memory_allocated(self.device) - before)
+        try:
+            if self.libc is not None:
+                self.libc.malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as clear:
+                clear.write("5")
+            before = self._status("VmRSS")
+            step()
+            return float(self._status("VmHWM") - before)
+        except OSError:
+            return float("nan")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return float(torch.quantile(torch.tensor(values, dtype=torch.float64), q))
+
+
+def measure_pair(
+    num_tasks: int,
+    hidden: int,
+    method: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    probe: MemoryProbe,
+    repeats: int,
+) -> dict[str, Any]:
+    """Interleaved timing and memory of LS and ``method`` on one batch of the m-task MLP."""
+    overrides = {"num_tasks": num_tasks, "hidden": hidden, "num_train": args.batch_size, "num_test": 8}
+    suite = make_suite("manytasks", "default", **{**overrides, **parse_overrides(args.overrides)})
+    data = suite.datasets(seed=args.seed, progress=False)
+    inputs, targets = to_device(next(iter(iterate_batches(data.train, args.batch_size))), device)
+    trainers = {}
+    for name in ("ls", method):
+        model = suite.model(args.seed).to(device)
+        balancer = build_method(name, num_tasks, model, args.seed).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        trainer = BalancedOptimizer(model, optimizer, balancer)
+
+        def closure(model: Any = model) -> torch.Tensor:
+            return suite.task_losses(model(inputs), targets)
+
+        trainers[name] = (trainer, closure)
+
+    def step(name: str) -> float:
+        trainer, closure = trainers[name]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        trainer.step(closure)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        step("ls")
+        step(method)
+    times: dict[str, list[float]] = {"ls": [], method: []}
+    spent = 0.0
+    while len(times["ls"]) < repeats and (len(times["ls"]) < 3 or spent < args.budget):
+        for name in ("ls", method):
+            times[name].append(step(name))
+            spent += times[name][-1]
+    memory = {name: probe(lambda name=name: step(name)) for name in ("ls", method)}
+    ratios = [a / b for a, b in zip(times[method], times["ls"], strict=True)]
+    params = sum(p.numel() for p in trainers["ls"][0].model.parameters())
+    return {
+        "method": method,
+        "num_tasks": num_tasks,
+        "hidden": hidden,
+        "parameters": params,
+        "pairs": len(ratios),
+        "time_ratio_median": statistics.median(ratios),
+        "time_ratio_q25": _quantile(ratios, 0.25),
+        "time_ratio_q75": _quantile(ratios, 0.75),
+        "ls_ms_median": 1000 * statistics.median(times["ls"]),
+        "method_ms_median": 1000 * statistics.median(times[method]),
+        "ls_peak_bytes": memory["ls"],
+        "method_peak_bytes": memory[method],
+        "memory_ratio": memory[method] / memory["ls"] if memory["ls"] > 0 else float("nan"),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    for method in args.methods:
+        split_method(method)
+    device = pick_device(args.device)
+    tasks = [2, 8] if args.quick else args.tasks
+    repeats = 3 if args.quick else args.repeats
+    probe = MemoryProbe(device)
+    payload: dict[str, Any] = {
+        "benchmark": "cost",
+        "provenance": provenance(args, [args.seed], device),
+        "model": "ManyTasks MLP (depth 2), Adam, one fixed batch",
+        "batch_size": args.batch_size,
+        "memory_measure": probe.measure,
+        "protocol": "interleaved LS/method steps after warm-up; ratios of adjacent pairs",
+    }
+    records: list[dict[str, Any]] = []
+    jobs = [(m, d, method) for d in args.hidden for m in tasks for method in args.methods]
+    for num_tasks, hidden, method in tqdm(jobs, disable=args.no_progress, desc="cost"):
+        record = measure_pair(num_tasks, hidden, method, args, device, probe, repeats)
+        records.append(record)
+        print(
+            f"m={num_tasks:4d} d={hidden:4d} {method:18s} time x{record['time_ratio_median']:6.2f} "
+            f"[{record['time_ratio_q25']:.2f}, {record['time_ratio_q75']:.2f}]  "
+            f"memory x{record['memory_ratio']:6.2f}",
+            flush=True,
+        )
+        payload["records"] = records
+        write_results(args.out, "cost", payload, records)
+    payload["records"] = records
+    write_results(args.out, "cost", payload, records)
+    for hidden in args.hidden:
+        name = "cost.png" if hidden == args.hidden[0] else f"cost_d{hidden}.png"
+        plot_cost(
+            [r for r in records if r["hidden"] == hidden],
+            args.out / name,
+            title=f"ManyTasks MLP (hidden {hidden}), {payload['provenance']['device']}",
+        )
+    print(f"results in {args.out}")
+    return 0
