@@ -45,7 +45,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = "Ads auxiliary learning: MARIGOLD tunes auxiliary weights for the click task."
     parser.add_argument("--methods", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument(
-        "--upper-lrs", type=float, nargs="+", default=[1e-4, 1e-2], help="upper Adam rates of the aux variants"
+        "--upper-lrs",
+        type=float,
+        nargs="+",
+        default=[1e-4, 1e-2],
+        help="upper Adam rates of the aux variants",
     )
     parser.add_argument("--mode", choices=("perturbed", "faithful"), default="perturbed")
     add_common_arguments(parser)
@@ -155,7 +159,12 @@ def run(args: argparse.Namespace) -> int:
         if task != suite.main_task
     }
     if trajectories:
-        plot_trajectories(trajectories, out / "aux_weights.png", "weight ω", f"Ads: learnt auxiliary weights (seed {seeds[0]})")
+        plot_trajectories(
+            trajectories,
+            out / "aux_weights.png",
+            "weight ω",
+            f"Ads: learnt auxiliary weights (seed {seeds[0]})",
+        )
     return 0
 
 

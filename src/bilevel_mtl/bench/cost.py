@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import statistics
 import time
@@ -98,7 +99,10 @@ class MemoryProbe:
     def measure(self) -> str:
         if self.device.type == "cuda":
             return "torch.cuda.max_memory_allocated - memory_allocated before the step"
-        return "peak RSS (VmHWM, reset by /proc/self/clear_refs) - RSS before the step; glibc mmap threshold 64 KiB"
+        return (
+            "peak RSS (VmHWM, reset by /proc/self/clear_refs) - RSS before the step; "
+            "glibc mmap threshold 64 KiB"
+        )
 
     @staticmethod
     def _status(field: str) -> int:
@@ -179,7 +183,7 @@ def measure_pair(
         for name in ("ls", method):
             times[name].append(step(name))
             spent += times[name][-1]
-    memory = {name: probe(lambda name=name: step(name)) for name in ("ls", method)}
+    memory = {name: probe(functools.partial(step, name)) for name in ("ls", method)}
     ratios = [a / b for a, b in zip(times[method], times["ls"], strict=True)]
     params = sum(p.numel() for p in trainers["ls"][0].model.parameters())
     return {

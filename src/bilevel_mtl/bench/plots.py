@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _save(figure: Any, path: Path) -> None:
@@ -41,7 +41,11 @@ def plot_delta_m_vs_time(records: Sequence[Mapping[str, Any]], path: Path, title
 
 
 def plot_weights(
-    records: Sequence[Mapping[str, Any]], tasks: Sequence[str], path: Path, title: str = "", max_tasks: int = 8
+    records: Sequence[Mapping[str, Any]],
+    tasks: Sequence[str],
+    path: Path,
+    title: str = "",
+    max_tasks: int = 8,
 ) -> None:
     """One panel per method: the task weights of its first seed against the step."""
     seeds = [r["seed"] for r in records]
@@ -62,7 +66,9 @@ def plot_weights(
     for panel in list(axes.flat)[len(chosen) :]:
         panel.axis("off")
     axes.flat[0].legend(fontsize=6)
-    figure.suptitle(title + ("" if shown == len(tasks) else f" (first {shown} of {len(tasks)} tasks)"), fontsize=10)
+    figure.suptitle(
+        title + ("" if shown == len(tasks) else f" (first {shown} of {len(tasks)} tasks)"), fontsize=10
+    )
     _save(figure, path)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,17 @@ import torch
 
 from .metrics import delta_m, mean_rank
 from .plots import plot_delta_m_vs_time, plot_weights
-from .runs import build_method, mean_std, method_names, split_method, pick_device, provenance, train_run, train_stl, write_results
+from .runs import (
+    build_method,
+    mean_std,
+    method_names,
+    pick_device,
+    provenance,
+    split_method,
+    train_run,
+    train_stl,
+    write_results,
+)
 from .suites import SIZES, Suite, make_suite
 
 QUALITY_SUITES = ("scenes", "scenes2", "digits", "manytasks")
@@ -43,7 +54,7 @@ DEFAULT_METHODS = (
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["num_train=300", "width=8"]`` → ``{"num_train": 300, "width": 8}`` (Python literals, else strings)."""
+    """``["num_train=300", "width=8"]`` → ``{"num_train": 300, "width": 8}`` (literals, else strings)."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -70,7 +81,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="suite settings to replace, e.g. num_train=2000 width=8 batch_size=32",
     )
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated data set")
-    parser.add_argument("--average-last", type=int, default=3, help="average the metrics of the last N epochs")
+    parser.add_argument(
+        "--average-last", type=int, default=3, help="average the metrics of the last N epochs"
+    )
     parser.add_argument("--weight-every", type=int, default=10, help="record the task weights every k steps")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -110,7 +123,10 @@ def suite_description(suite: Suite[Any], size: str, overrides: Mapping[str, Any]
         "size": size,
         "overrides": dict(overrides),
         "tasks": list(suite.tasks),
-        "metrics": {spec.name: {"task": spec.task, "higher_is_better": spec.higher_is_better} for spec in suite.metrics},
+        "metrics": {
+            spec.name: {"task": spec.task, "higher_is_better": spec.higher_is_better}
+            for spec in suite.metrics
+        },
         "config": json.loads(json.dumps(suite.config, default=lambda o: getattr(o, "__dict__", str(o)))),
     }
 
@@ -152,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {
         "benchmark": "quality",
         "provenance": provenance(args, seeds, device),
-        "suite": suite_description(suite, "quick" if args.quick else args.size, parse_overrides(args.overrides)),
+        "suite": suite_description(
+            suite, "quick" if args.quick else args.size, parse_overrides(args.overrides)
+        ),
         "methods": methods,
         "average_last": args.average_last,
         "data_seed": args.data_seed,
@@ -182,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                 result = train_run(
                     suite,
                     data,
-                    lambda model, method=method, seed=seed: build_method(method, suite.num_tasks, model, seed),
+                    functools.partial(build_method, method, suite.num_tasks, seed=seed),
                     seed,
                     description=f"{method} seed {seed}",
                     **options,
@@ -225,8 +243,12 @@ def run(args: argparse.Namespace) -> int:
     payload["records"] = records
     payload["summary"] = summarize(records, higher)
     write_results(out, "quality", payload, records)
-    plot_delta_m_vs_time(records, out / "delta_m_vs_time.png", title=f"{suite.name}: Δm% against training time")
-    plot_weights(records, suite.tasks, out / "weights.png", title=f"{suite.name}: task weights (seed {seeds[0]})")
+    plot_delta_m_vs_time(
+        records, out / "delta_m_vs_time.png", title=f"{suite.name}: Δm% against training time"
+    )
+    plot_weights(
+        records, suite.tasks, out / "weights.png", title=f"{suite.name}: task weights (seed {seeds[0]})"
+    )
     print(format_summary(payload["summary"]))
     print(f"results in {out}")
     return 0
@@ -237,5 +259,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     lines = [f"{'method':20s} {'Δm%':>16s} {'MR':>6s} {'train s':>9s}"]
     for method, entry in summary.items():
         mean, std = entry["delta_m"]
-        lines.append(f"{method:20s} {mean:+8.2f} ± {std:5.2f} {entry['mean_rank']:6.2f} {entry['train_seconds'][0]:9.1f}")
+        lines.append(
+            f"{method:20s} {mean:+8.2f} ± {std:5.2f} {entry['mean_rank']:6.2f} "
+            f"{entry['train_seconds'][0]:9.1f}"
+        )
     return "\n".join(lines)

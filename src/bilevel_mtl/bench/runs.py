@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import functools
 import inspect
 import json
 import os
@@ -56,7 +57,7 @@ def shared_module(model: nn.Module) -> nn.Module | None:
 
 
 def split_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"marigold:lr=0.01,beta=2"`` → ``("marigold", {"lr": 0.01, "beta": 2})`` (values are Python literals)."""
+    """``"marigold:lr=0.01,beta=2"`` → ``("marigold", {"lr": 0.01, "beta": 2})`` (Python literals)."""
     name, _, options = spec.partition(":")
     kwargs: dict[str, Any] = {}
     for item in filter(None, options.split(",")):
@@ -189,7 +190,9 @@ def train_run(
     recipe = suite.training
     model = suite.model(seed).to(device)
     balancer = make_balancer(model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay
+    )
     trainer = BalancedOptimizer(model, optimizer, balancer)
     result = RunResult(metrics={})
     total = epochs * -(-len(data.train) // recipe.batch_size)  # type: ignore[arg-type]
@@ -220,9 +223,11 @@ def train_run(
     return result
 
 
-def train_stl(
-    suite: Suite[Any], data: Splits, seed: int, progress: bool = True, **kwargs: Any
-) -> RunResult:
+def _single_task(num_tasks: int, task: int, model: nn.Module) -> Balancer:
+    return STL(num_tasks, task=task)
+
+
+def train_stl(suite: Suite[Any], data: Splits, seed: int, progress: bool = True, **kwargs: Any) -> RunResult:
     """Single-task learning: one model per task; each task's metrics come from its own model.
 
     Time is the sum over the models; epoch curves are merged the same way.
@@ -231,7 +236,7 @@ def train_stl(
         train_run(
             suite,
             data,
-            lambda model, task=task: STL(suite.num_tasks, task=task),
+            functools.partial(_single_task, suite.num_tasks, task),
             seed,
             description=f"stl[{name}] seed {seed}",
             progress=progress,
@@ -262,7 +267,9 @@ def flat_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def write_results(out: Path, stem: str, payload: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
+def write_results(
+    out: Path, stem: str, payload: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> None:
     """Write ``out/<stem>.json`` (``payload``) and ``out/<stem>.csv`` (the scalar fields of ``records``).
 
     Both are written to a temporary name first and renamed, so a reader never sees half a file.

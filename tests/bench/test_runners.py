@@ -1,0 +1,149 @@
+"""The benchmark runners (quality, aux, cost) in tiny configurations: record fields, files, consistency."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bilevel_mtl.balancers import PCGrad
+from bilevel_mtl.bench import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain
+from bilevel_mtl.bench.runs import build_method, split_method
+from bilevel_mtl.cli import main
+
+PROVENANCE = {"command", "arguments", "git_commit", "device", "torch_version", "seeds"}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+
+
+def read(out: Path, stem: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    payload = json.loads((out / f"{stem}.json").read_text())
+    with (out / f"{stem}.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert set(payload["provenance"]) >= PROVENANCE
+    assert "torch threads 1" in payload["provenance"]["device"]
+    assert len(rows) == len(payload["records"])
+    for row, record in zip(rows, payload["records"], strict=True):
+        assert row["method"] == record["method"]
+        for key, value in row.items():
+            if isinstance(record[key], float):
+                assert math.isclose(float(value), record[key], rel_tol=1e-12, abs_tol=1e-12)
+    return payload, rows
+
+
+def test_quality_records_delta_m_and_ranks(tmp_path: Path) -> None:
+    out = tmp_path / "quality"
+    argv = ["bench", "quality", "--suite", "manytasks", "--size", "tiny", "--seeds", "0", "1"]
+    argv += ["--epochs", "2", "--average-last", "2", "--methods", "ls", "pcgrad", "marigold:lr=0.01"]
+    argv += ["--out", str(out), "--no-progress", "--set", "num_train=48"]
+    assert main(argv) == 0
+    payload, _ = read(out, "quality")
+    suite = make_suite("manytasks", "tiny", num_train=48)
+    higher = suite.higher_is_better
+    assert payload["suite"]["config"]["data"]["num_train"] == 48
+    assert payload["provenance"]["seeds"] == [0, 1]
+    records = payload["records"]
+    assert [(r["method"], r["seed"]) for r in records] == [
+        (method, seed) for seed in (0, 1) for method in ("stl", "ls", "pcgrad", "marigold:lr=0.01")
+    ]
+    for record in records:
+        assert set(higher) <= set(record)
+        assert record["epochs"] == 2 and len(record["curve"]) == 2
+        stl = next(r for r in records if r["method"] == "stl" and r["seed"] == record["seed"])
+        assert record["delta_m"] == pytest.approx(delta_m(record, stl, higher))
+        # metrics are the mean of the last two epochs' metrics
+        for name in higher:
+            assert record[name] == pytest.approx(sum(e["metrics"][name] for e in record["curve"]) / 2)
+        assert record["curve"][-1]["train_seconds"] == pytest.approx(record["train_seconds"])
+        same_seed = {r["method"]: r for r in records if r["seed"] == record["seed"]}
+        assert record["mean_rank"] == pytest.approx(mean_rank(same_seed, higher)[record["method"]])
+    ls_records = [r for r in records if r["method"] == "ls"]
+    assert all(w["weights"] == pytest.approx([0.25] * 4) for r in ls_records for w in r["weights"])
+    summary = payload["summary"]
+    assert summary["stl"]["delta_m"] == [0.0, 0.0]
+    mean = sum(r["delta_m"] for r in ls_records) / 2
+    assert summary["ls"]["delta_m"][0] == pytest.approx(mean)
+    assert (out / "delta_m_vs_time.png").stat().st_size > 0 and (out / "weights.png").stat().st_size > 0
+
+
+def test_quality_resume_keeps_earlier_records(tmp_path: Path) -> None:
+    out = tmp_path / "digits"
+    base = ["bench", "quality", "--suite", "digits", "--size", "tiny", "--out", str(out), "--no-progress"]
+    assert main([*base, "--seeds", "0", "--methods", "ls"]) == 0
+    first = json.loads((out / "quality.json").read_text())["records"]
+    assert main([*base, "--seeds", "0", "--methods", "ls", "famo", "--resume"]) == 0
+    second = json.loads((out / "quality.json").read_text())["records"]
+    assert [r["method"] for r in second] == ["stl", "ls", "famo"]
+    # kept as they were, except the mean rank, which now counts famo too
+    strip = [{k: v for k, v in r.items() if k != "mean_rank"} for r in (*first, *second[:2])]
+    assert strip[2:] == strip[:2]
+
+
+def test_aux_ne_gain_against_ls(tmp_path: Path) -> None:
+    out = tmp_path / "ads"
+    argv = ["bench", "aux", "--size", "tiny", "--seeds", "0", "--methods", "ls", "stl", "marigold-aux"]
+    argv += ["--upper-lrs", "0.5", "--out", str(out), "--no-progress", "--weight-every", "1"]
+    assert main(argv) == 0
+    payload, _ = read(out, "aux")
+    records = {r["method"]: r for r in payload["records"]}
+    assert list(records) == ["ls", "stl", "marigold-aux@lr=0.5"]
+    tasks = make_suite("ads", "tiny").tasks
+    for record in records.values():
+        for task in tasks:
+            assert record[f"{task}/ne_gain"] == pytest.approx(
+                ne_gain(record[f"{task}/ne"], records["ls"][f"{task}/ne"])
+            )
+    assert all(records["ls"][f"{task}/ne_gain"] == 0.0 for task in tasks)
+    aux = records["marigold-aux@lr=0.5"]
+    # click's weight stays 1 up to the perturbation r = 1e-3; conv weights are not learnt
+    assert all(abs(w["weights"][0] - 1.0) < 1e-2 for w in aux["weights"])
+    assert all(abs(w["weights"][2] - 1.0) < 1e-2 for w in aux["weights"])
+    assert (out / "aux_weights.png").stat().st_size > 0
+
+
+def test_cost_ratios_and_memory(tmp_path: Path) -> None:
+    out = tmp_path / "cost"
+    argv = ["bench", "cost", "--quick", "--methods", "famo", "pcgrad", "--out", str(out), "--no-progress"]
+    argv += ["--warmup", "1", "--batch-size", "16", "--hidden", "8"]
+    assert main(argv) == 0
+    payload, _ = read(out, "cost")
+    records = payload["records"]
+    assert [(r["num_tasks"], r["method"]) for r in records] == [
+        (2, "famo"),
+        (2, "pcgrad"),
+        (8, "famo"),
+        (8, "pcgrad"),
+    ]
+    for record in records:
+        assert record["pairs"] == 3 and record["hidden"] == 8
+        assert record["time_ratio_q25"] <= record["time_ratio_median"] <= record["time_ratio_q75"]
+        assert record["method_ms_median"] > 0 and record["ls_ms_median"] > 0
+        if record["ls_peak_bytes"] > 0:
+            assert record["memory_ratio"] == pytest.approx(
+                record["method_peak_bytes"] / record["ls_peak_bytes"]
+            )
+    assert "VmHWM" in payload["memory_measure"]
+    assert (out / "cost.png").stat().st_size > 0
+
+
+def test_method_specs() -> None:
+    assert split_method("marigold:lr=0.01,beta=2") == ("marigold", {"lr": 0.01, "beta": 2})
+    with pytest.raises(ValueError, match="unknown method"):
+        split_method("nonsense")
+    with pytest.raises(ValueError, match="key=value"):
+        split_method("marigold:lr")
+    suite = make_suite("digits", "tiny")
+    model = suite.model(0)
+    pcgrad = build_method("pcgrad", 2, model)
+    assert isinstance(pcgrad, PCGrad)
+    faithful = build_method("marigold-faithful", 2, model, seed=3)
+    assert faithful.mode == "faithful"
+    torch.testing.assert_close(build_method("ls", 2, model).weights(torch.ones(2)), torch.full((2,), 0.5))
