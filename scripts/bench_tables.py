@@ -1,0 +1,133 @@
+"""Write the Markdown tables of the benchmark docs from the committed results files.
+
+    python scripts/bench_tables.py        # reads benchmarks/results/*, writes docs/benchmarks/_tables/*.md
+
+The pages in docs/benchmarks include these files, so re-running a benchmark and this script
+updates the docs without editing prose.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+TABLES = ROOT / "docs" / "benchmarks" / "_tables"
+
+
+def cell(pair: list[float], digits: int = 2) -> str:
+    mean, std = pair
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def provenance_lines(payload: dict[str, Any]) -> list[str]:
+    info = payload["provenance"]
+    return [
+        f"- command: `{info['command']}`",
+        f"- commit `{info['git_commit']}`, torch {info['torch_version']}, seeds {info['seeds']}",
+        f"- device: {info['device']}",
+    ]
+
+
+def quality_table(payload: dict[str, Any]) -> str:
+    summary = payload["summary"]
+    metrics = payload["suite"]["metrics"]
+    arrows = {name: "↑" if spec["higher_is_better"] else "↓" for name, spec in metrics.items()}
+    header = ["Method", *[f"{name} {arrows[name]}" for name in metrics], "Δm% ↓", "MR ↓", "train s", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    best = min((m for m in summary if m != "stl"), key=lambda m: summary[m]["delta_m"][0], default=None)
+    for method, entry in summary.items():
+        digits = 4 if any(abs(entry[n][0]) < 0.1 for n in metrics) else 3
+        delta = cell(entry["delta_m"])
+        if method == best:
+            delta = f"**{delta}**"
+        row = [
+            f"`{method}`",
+            *[cell(entry[name], digits) for name in metrics],
+            delta,
+            f"{entry['mean_rank']:.2f}",
+            f"{entry['train_seconds'][0]:.0f}",
+            str(len(entry["seeds"])),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    suite = payload["suite"]
+    config = json.dumps(suite["config"], separators=(", ", ": "))
+    notes = [
+        "",
+        *provenance_lines(payload),
+        f"- suite `{suite['name']}`, size `{suite['size']}`, overrides `{suite['overrides']}`; "
+        f"metrics averaged over the last {payload['average_last']} epochs; data seed {payload['data_seed']}",
+        f"- full configuration: `{config}`",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
+def aux_table(payload: dict[str, Any]) -> str:
+    summary = payload["summary"]
+    tasks = payload["suite"]["tasks"]
+    header = ["Method", *[f"{t} NE ↓" for t in tasks], *[f"{t} NE gain % ↑" for t in tasks], "final ω"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, entry in summary.items():
+        weights = ", ".join(f"{entry[f'weight/{t}'][0]:.3f}" for t in tasks if f"weight/{t}" in entry)
+        row = [
+            f"`{method}`",
+            *[cell(entry[f"{t}/ne"], 4) for t in tasks],
+            *[cell(entry[f"{t}/ne_gain"], 3) for t in tasks],
+            weights,
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    suite = payload["suite"]
+    notes = [
+        "",
+        *provenance_lines(payload),
+        f"- suite `ads`, size `{suite['size']}`; NE averaged over the last {payload['average_last']} epochs; "
+        "final ω: the weights of the last recorded step (for MARIGOLD's perturbed mode, λ + r·u)",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
+def cost_table(payload: dict[str, Any]) -> str:
+    records = payload["records"]
+    widths = sorted({r["hidden"] for r in records})
+    tasks = sorted({r["num_tasks"] for r in records})
+    out = []
+    for hidden in widths:
+        header = ["Method", *[f"time m={m}" for m in tasks], *[f"memory m={m}" for m in tasks]]
+        lines = [f"Hidden width d = {hidden}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method in dict.fromkeys(r["method"] for r in records):
+            mine = {r["num_tasks"]: r for r in records if r["method"] == method and r["hidden"] == hidden}
+            row = [f"`{method}`"]
+            for m in tasks:
+                r = mine.get(m)
+                row.append(
+                    "–"
+                    if r is None
+                    else f"{r['time_ratio_median']:.2f} [{r['time_ratio_q25']:.2f}, {r['time_ratio_q75']:.2f}]"
+                )
+            for m in tasks:
+                r = mine.get(m)
+                row.append("–" if r is None else f"{r['memory_ratio']:.2f}")
+            lines.append("| " + " | ".join(row) + " |")
+        ls_ms = {m: statistics.median(r["ls_ms_median"] for r in records if r["num_tasks"] == m) for m in tasks}
+        lines += ["", "LS step (median ms): " + ", ".join(f"m={m}: {ls_ms[m]:.1f}" for m in tasks), ""]
+        out += lines
+    out += [*provenance_lines(payload), f"- memory: {payload['memory_measure']}", f"- {payload['protocol']}"]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    TABLES.mkdir(parents=True, exist_ok=True)
+    for folder in sorted(RESULTS.iterdir()) if RESULTS.exists() else []:
+        for stem, writer in (("quality", quality_table), ("aux", aux_table), ("cost", cost_table)):
+            path = folder / f"{stem}.json"
+            if path.exists():
+                target = TABLES / f"{folder.name}.md"
+                target.write_text(writer(json.loads(path.read_text())))
+                print(f"wrote {target.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
