@@ -47,7 +47,8 @@ def plot_weights(
     title: str = "",
     max_tasks: int = 8,
 ) -> None:
-    """One panel per method: the task weights of its first seed against the step."""
+    """One panel per method: each task's share of the weights, w_i / sum_j w_j, of its first
+    seed against the step (shares make methods with different weight scales comparable)."""
     seeds = [r["seed"] for r in records]
     first = seeds[0] if seeds else 0
     chosen = [r for r in records if r["seed"] == first and r.get("weights")]
@@ -59,13 +60,16 @@ def plot_weights(
     shown = min(len(tasks), max_tasks)
     for panel, record in zip(axes.flat, chosen, strict=False):
         steps = [w["step"] for w in record["weights"]]
+        totals = [sum(w["weights"]) or 1.0 for w in record["weights"]]
         for task in range(shown):
-            panel.plot(steps, [w["weights"][task] for w in record["weights"]], linewidth=1, label=tasks[task])
+            shares = [w["weights"][task] / total for w, total in zip(record["weights"], totals, strict=True)]
+            panel.plot(steps, shares, linewidth=1, label=tasks[task])
         panel.set_title(record["method"], fontsize=9)
         panel.tick_params(labelsize=7)
     for panel in list(axes.flat)[len(chosen) :]:
         panel.axis("off")
     axes.flat[0].legend(fontsize=6)
+    axes.flat[0].set_ylabel("weight share", fontsize=8)
     figure.suptitle(
         title + ("" if shown == len(tasks) else f" (first {shown} of {len(tasks)} tasks)"), fontsize=10
     )

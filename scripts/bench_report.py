@@ -1,6 +1,8 @@
-"""Write the Markdown tables of the benchmark docs from the committed results files.
+"""Write the docs' benchmark tables and redraw the figures from the committed results files.
 
-    python scripts/bench_tables.py        # reads benchmarks/results/*, writes docs/benchmarks/_tables/*.md
+    PYTHONPATH=src python scripts/bench_report.py
+        # reads benchmarks/results/*/{quality,aux,cost}.json,
+        # writes docs/benchmarks/_tables/<folder>.md and the PNGs next to each results file
 
 The pages in docs/benchmarks include these files, so re-running a benchmark and this script
 updates the docs without editing prose.
@@ -96,26 +98,68 @@ def cost_table(payload: dict[str, Any]) -> str:
     out = []
     for hidden in widths:
         header = ["Method", *[f"time m={m}" for m in tasks], *[f"memory m={m}" for m in tasks]]
-        lines = [f"Hidden width d = {hidden}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [
+            f"Hidden width d = {hidden}:",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         for method in dict.fromkeys(r["method"] for r in records):
             mine = {r["num_tasks"]: r for r in records if r["method"] == method and r["hidden"] == hidden}
             row = [f"`{method}`"]
             for m in tasks:
                 r = mine.get(m)
-                row.append(
-                    "–"
-                    if r is None
-                    else f"{r['time_ratio_median']:.2f} [{r['time_ratio_q25']:.2f}, {r['time_ratio_q75']:.2f}]"
-                )
+                spread = "" if r is None else f"[{r['time_ratio_q25']:.2f}, {r['time_ratio_q75']:.2f}]"
+                row.append("–" if r is None else f"{r['time_ratio_median']:.2f} {spread}")
             for m in tasks:
                 r = mine.get(m)
                 row.append("–" if r is None else f"{r['memory_ratio']:.2f}")
             lines.append("| " + " | ".join(row) + " |")
-        ls_ms = {m: statistics.median(r["ls_ms_median"] for r in records if r["num_tasks"] == m) for m in tasks}
+        ls_ms = {
+            m: statistics.median(r["ls_ms_median"] for r in records if r["num_tasks"] == m) for m in tasks
+        }
         lines += ["", "LS step (median ms): " + ", ".join(f"m={m}: {ls_ms[m]:.1f}" for m in tasks), ""]
         out += lines
     out += [*provenance_lines(payload), f"- memory: {payload['memory_measure']}", f"- {payload['protocol']}"]
     return "\n".join(out) + "\n"
+
+
+def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
+    """The runner's figures, drawn again from the results file."""
+    from bilevel_mtl.bench.plots import plot_cost, plot_delta_m_vs_time, plot_trajectories, plot_weights
+
+    records = payload["records"]
+    if stem == "quality":
+        name = payload["suite"]["name"]
+        first = payload["provenance"]["seeds"][0]
+        plot_delta_m_vs_time(
+            records, folder / "delta_m_vs_time.png", title=f"{name}: Δm% against training time"
+        )
+        plot_weights(
+            records, payload["suite"]["tasks"], folder / "weights.png", f"{name}: task weights (seed {first})"
+        )
+    elif stem == "cost":
+        for hidden in sorted({r["hidden"] for r in records}):
+            mine = [r for r in records if r["hidden"] == hidden]
+            title = f"ManyTasks MLP (hidden {hidden}), {payload['provenance']['device']}"
+            plot_cost(mine, folder / ("cost.png" if hidden == 64 else f"cost_d{hidden}.png"), title)
+    else:
+        tasks, main = payload["suite"]["tasks"], payload["main_task"]
+        first = payload["provenance"]["seeds"][0]
+        curves = {
+            f"{r['method']} ω_{task}": [(w["step"], w["weights"][i]) for w in r["weights"]]
+            for r in records
+            if r["seed"] == first and r["method"].startswith("marigold-aux")
+            for i, task in enumerate(tasks)
+            if task != main
+        }
+        if curves:
+            plot_trajectories(
+                curves,
+                folder / "aux_weights.png",
+                "weight ω",
+                f"Ads: learnt auxiliary weights (seed {first})",
+            )
 
 
 def main() -> None:
@@ -124,9 +168,11 @@ def main() -> None:
         for stem, writer in (("quality", quality_table), ("aux", aux_table), ("cost", cost_table)):
             path = folder / f"{stem}.json"
             if path.exists():
+                payload = json.loads(path.read_text())
                 target = TABLES / f"{folder.name}.md"
-                target.write_text(writer(json.loads(path.read_text())))
-                print(f"wrote {target.relative_to(ROOT)}")
+                target.write_text(writer(payload))
+                redraw(folder, stem, payload)
+                print(f"wrote {target.relative_to(ROOT)} and the figures in {folder.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
