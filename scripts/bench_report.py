@@ -162,17 +162,36 @@ def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
             )
 
 
+def overview_table(payloads: dict[str, dict[str, Any]]) -> str:
+    """Δm% (mean ± std) and MR of every method on every quality suite, one column per suite."""
+    methods = list(dict.fromkeys(m for p in payloads.values() for m in p["summary"]))
+    header = ["Method", *[f"{name}: Δm% ↓ (MR ↓)" for name in payloads]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        row = [f"`{method}`"]
+        for payload in payloads.values():
+            entry = payload["summary"].get(method)
+            row.append("–" if entry is None else f"{cell(entry['delta_m'])} ({entry['mean_rank']:.2f})")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     TABLES.mkdir(parents=True, exist_ok=True)
+    quality: dict[str, dict[str, Any]] = {}
     for folder in sorted(RESULTS.iterdir()) if RESULTS.exists() else []:
         for stem, writer in (("quality", quality_table), ("aux", aux_table), ("cost", cost_table)):
             path = folder / f"{stem}.json"
             if path.exists():
                 payload = json.loads(path.read_text())
+                if stem == "quality":
+                    quality[folder.name] = payload
                 target = TABLES / f"{folder.name}.md"
                 target.write_text(writer(payload))
                 redraw(folder, stem, payload)
                 print(f"wrote {target.relative_to(ROOT)} and the figures in {folder.relative_to(ROOT)}")
+    if quality:
+        (TABLES / "overview.md").write_text(overview_table(quality))
 
 
 if __name__ == "__main__":

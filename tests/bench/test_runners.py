@@ -123,7 +123,8 @@ def test_cost_ratios_and_memory(tmp_path: Path) -> None:
         (8, "pcgrad"),
     ]
     for record in records:
-        assert record["pairs"] == 3 and record["hidden"] == 8
+        assert record["pairs"] == 3 and record["hidden"] == 8 and record["clock"] == "process CPU time"
+        assert record["wall_ratio_q25"] <= record["wall_ratio_median"] <= record["wall_ratio_q75"]
         assert record["time_ratio_q25"] <= record["time_ratio_median"] <= record["time_ratio_q75"]
         assert record["method_ms_median"] > 0 and record["ls_ms_median"] > 0
         if record["ls_peak_bytes"] > 0:

@@ -4,9 +4,16 @@ Protocol (``BENCHMARKS.md``, cost): for every number of tasks ``m`` (ManyTasks M
 every ``--hidden`` width d), LS and the method each get their own copy of the same
 model, Adam and one fixed batch; after ``--warmup`` steps of each, the steps are timed
 **interleaved in one process** (LS, method, LS, method, ...), so that machine noise hits
-both alike. A ratio is method/LS of one adjacent pair; the record gives the median
-ratio, its interquartile range and the median absolute times (CUDA: synchronised
-around each step).
+both alike. A sample is a block of ``k`` consecutive steps, ``k`` chosen in the warm-up so
+that LS's block takes at least ``--block-ms``. A ratio is method/LS of one adjacent pair of
+blocks; the record gives the median ratio, its interquartile range and the median
+absolute time per step.
+
+Clock: on CUDA, wall time with ``torch.cuda.synchronize()`` around each block. On CPU,
+the process's CPU time (``time.process_time``, all threads) is the primary measure: on a
+shared machine a wall-clock sample of a millisecond-long step is mostly the time the
+process waited for a core, which says nothing about the method. The wall-clock ratios
+are recorded as well (``wall_ratio_*``).
 
 Memory, the peak *during a step* above what is resident before it (parameters,
 optimizer state, the batch), as a ratio to LS's:
@@ -30,6 +37,7 @@ import argparse
 import ctypes
 import functools
 import gc
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -70,6 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each method first")
     parser.add_argument("--repeats", type=int, default=20, help="timed (LS, method) pairs, at most")
+    parser.add_argument("--block-ms", type=float, default=20.0, help="LS time of one timed block, at least")
     parser.add_argument(
         "--budget", type=float, default=20.0, help="seconds of timed steps per (m, d, method), at most"
     )
@@ -164,27 +173,39 @@ def measure_pair(
 
         trainers[name] = (trainer, closure)
 
-    def step(name: str) -> float:
+    def step(name: str) -> None:
         trainer, closure = trainers[name]
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
         trainer.step(closure)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
 
-    for _ in range(args.warmup):
-        step("ls")
-        step(method)
-    times: dict[str, list[float]] = {"ls": [], method: []}
+    cuda = device.type == "cuda"
+
+    def block(name: str, steps: int) -> tuple[float, float]:
+        """(clock, wall) seconds per step over ``steps`` steps; the clock is CPU time on CPU."""
+        if cuda:
+            torch.cuda.synchronize(device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            step(name)
+        if cuda:
+            torch.cuda.synchronize(device)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return (wall if cuda else cpu) / steps, wall / steps
+
+    warm = {name: [block(name, 1)[0] for _ in range(args.warmup)] for name in ("ls", method)}
+    steps = max(1, math.ceil(args.block_ms / 1000 / max(min(warm["ls"]), 1e-6)))
+    clock: dict[str, list[float]] = {"ls": [], method: []}
+    wall: dict[str, list[float]] = {"ls": [], method: []}
     spent = 0.0
-    while len(times["ls"]) < repeats and (len(times["ls"]) < 3 or spent < args.budget):
+    while len(clock["ls"]) < repeats and (len(clock["ls"]) < 3 or spent < args.budget):
         for name in ("ls", method):
-            times[name].append(step(name))
-            spent += times[name][-1]
-    memory = {name: probe(functools.partial(step, name)) for name in ("ls", method)}
-    ratios = [a / b for a, b in zip(times[method], times["ls"], strict=True)]
+            seconds, elapsed = block(name, steps)
+            clock[name].append(seconds)
+            wall[name].append(elapsed)
+            spent += elapsed * steps
+    # the largest of three probes: a peak is a maximum, and RSS is counted in whole pages
+    memory = {name: max(probe(functools.partial(step, name)) for _ in range(3)) for name in ("ls", method)}
+    ratios = [a / b for a, b in zip(clock[method], clock["ls"], strict=True)]
+    wall_ratios = [a / b for a, b in zip(wall[method], wall["ls"], strict=True)]
     params = sum(p.numel() for p in trainers["ls"][0].model.parameters())
     return {
         "method": method,
@@ -192,11 +213,16 @@ def measure_pair(
         "hidden": hidden,
         "parameters": params,
         "pairs": len(ratios),
+        "steps_per_block": steps,
+        "clock": "wall (CUDA synchronised)" if cuda else "process CPU time",
         "time_ratio_median": statistics.median(ratios),
         "time_ratio_q25": _quantile(ratios, 0.25),
         "time_ratio_q75": _quantile(ratios, 0.75),
-        "ls_ms_median": 1000 * statistics.median(times["ls"]),
-        "method_ms_median": 1000 * statistics.median(times[method]),
+        "wall_ratio_median": statistics.median(wall_ratios),
+        "wall_ratio_q25": _quantile(wall_ratios, 0.25),
+        "wall_ratio_q75": _quantile(wall_ratios, 0.75),
+        "ls_ms_median": 1000 * statistics.median(clock["ls"]),
+        "method_ms_median": 1000 * statistics.median(clock[method]),
         "ls_peak_bytes": memory["ls"],
         "method_peak_bytes": memory[method],
         "memory_ratio": memory[method] / memory["ls"] if memory["ls"] > 0 else float("nan"),
@@ -217,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         "model": "ManyTasks MLP (depth 2), Adam, one fixed batch",
         "batch_size": args.batch_size,
         "memory_measure": probe.measure,
-        "protocol": "interleaved LS/method steps after warm-up; ratios of adjacent pairs",
+        "protocol": "interleaved LS/method blocks of steps after warm-up; ratios of adjacent pairs",
     }
     records: list[dict[str, Any]] = []
     jobs = [(m, d, method) for d in args.hidden for m in tasks for method in args.methods]
