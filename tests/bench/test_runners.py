@@ -35,7 +35,8 @@ def read(out: Path, stem: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
         assert row["method"] == record["method"]
         for key, value in row.items():
             if isinstance(record[key], float):
-                assert math.isclose(float(value), record[key], rel_tol=1e-12, abs_tol=1e-12)
+                same_nan = math.isnan(record[key]) and math.isnan(float(value))
+                assert same_nan or math.isclose(float(value), record[key], rel_tol=1e-12, abs_tol=1e-12)
     return payload, rows
 
 
