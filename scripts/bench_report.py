@@ -38,7 +38,11 @@ def quality_table(payload: dict[str, Any]) -> str:
     summary = payload["summary"]
     metrics = payload["suite"]["metrics"]
     arrows = {name: "↑" if spec["higher_is_better"] else "↓" for name, spec in metrics.items()}
-    header = ["Method", *[f"{name} {arrows[name]}" for name in metrics], "Δm% ↓", "MR ↓", "train s", "seeds"]
+    clock = (
+        "train_cpu_seconds" if all("train_cpu_seconds" in e for e in summary.values()) else "train_seconds"
+    )
+    label = "train CPU s" if clock == "train_cpu_seconds" else "train wall s"
+    header = ["Method", *[f"{name} {arrows[name]}" for name in metrics], "Δm% ↓", "MR ↓", label, "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     best = min((m for m in summary if m != "stl"), key=lambda m: summary[m]["delta_m"][0], default=None)
     for method, entry in summary.items():
@@ -51,7 +55,7 @@ def quality_table(payload: dict[str, Any]) -> str:
             *[cell(entry[name], digits) for name in metrics],
             delta,
             f"{entry['mean_rank']:.2f}",
-            f"{entry['train_seconds'][0]:.0f}",
+            f"{entry[clock][0]:.0f}",
             str(len(entry["seeds"])),
         ]
         lines.append("| " + " | ".join(row) + " |")

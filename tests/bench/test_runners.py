@@ -59,11 +59,15 @@ def test_quality_records_delta_m_and_ranks(tmp_path: Path) -> None:
         assert set(higher) <= set(record)
         assert record["epochs"] == 2 and len(record["curve"]) == 2
         stl = next(r for r in records if r["method"] == "stl" and r["seed"] == record["seed"])
-        assert record["delta_m"] == pytest.approx(delta_m(record, stl, higher))
+        used = {name: up for name, up in higher.items() if stl[name] != 0}
+        assert record["delta_m_left_out"].split() == sorted(set(higher) - set(used))
+        assert record["delta_m"] == pytest.approx(delta_m(record, stl, used))
         # metrics are the mean of the last two epochs' metrics
         for name in higher:
             assert record[name] == pytest.approx(sum(e["metrics"][name] for e in record["curve"]) / 2)
         assert record["curve"][-1]["train_seconds"] == pytest.approx(record["train_seconds"])
+        assert record["curve"][-1]["train_cpu_seconds"] == pytest.approx(record["train_cpu_seconds"])
+        assert record["train_cpu_seconds"] > 0
         same_seed = {r["method"]: r for r in records if r["seed"] == record["seed"]}
         assert record["mean_rank"] == pytest.approx(mean_rank(same_seed, higher)[record["method"]])
     ls_records = [r for r in records if r["method"] == "ls"]

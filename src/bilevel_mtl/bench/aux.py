@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             final = result.weights[-1]["weights"] if result.weights else []
             record.update({f"weight/{task}": float(w) for task, w in zip(suite.tasks, final, strict=False)})
             record["train_seconds"] = result.train_seconds
+            record["train_cpu_seconds"] = result.train_cpu_seconds
             record["steps"] = result.steps
             record["weights"] = result.weights
             records.append(record)

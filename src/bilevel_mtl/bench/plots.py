@@ -21,19 +21,23 @@ def _save(figure: Any, path: Path) -> None:
 
 
 def plot_delta_m_vs_time(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
-    """Per method, Δm% after each epoch against cumulative training time (both averaged over seeds)."""
+    """Per method, Δm% after each epoch against cumulative training time (both averaged over seeds):
+    CPU time where the records have it (see :class:`~bilevel_mtl.bench.runs.RunResult`), else wall time."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     methods = [m for m in dict.fromkeys(r["method"] for r in records) if m != "stl"]
+    key = "train_cpu_seconds" if all("train_cpu_seconds" in r for r in records) else "train_seconds"
     for method in methods:
         curves = [r["curve"] for r in records if r["method"] == method]
         length = min(len(curve) for curve in curves)
-        seconds = [sum(c[i]["train_seconds"] for c in curves) / len(curves) for i in range(length)]
+        seconds = [sum(c[i][key] for c in curves) / len(curves) for i in range(length)]
         values = [sum(c[i]["delta_m"] for c in curves) / len(curves) for i in range(length)]
         style = "-o" if method.startswith("marigold") else "--."
         axes.plot(seconds, values, style, label=method, markersize=4)
     axes.axhline(0.0, color="black", linewidth=0.8)
     axes.set_xscale("log")
-    axes.set_xlabel("training wall time [s] (log)")
+    axes.set_xlabel(
+        ("training CPU time" if key == "train_cpu_seconds" else "training wall time") + " [s] (log)"
+    )
     axes.set_ylabel("Δm% against STL (lower is better)")
     axes.set_title(title)
     axes.legend(fontsize=7, ncol=2)

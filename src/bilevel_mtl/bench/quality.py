@@ -138,8 +138,9 @@ def summarize(records: Sequence[Mapping[str, Any]], higher_is_better: Mapping[st
     for method in methods:
         mine = [record for record in records if record["method"] == method]
         entry: dict[str, Any] = {"seeds": [record["seed"] for record in mine]}
-        for name in [*higher_is_better, "delta_m", "train_seconds"]:
-            entry[name] = mean_std([record[name] for record in mine])
+        for name in [*higher_is_better, "delta_m", "train_seconds", "train_cpu_seconds"]:
+            if all(name in record for record in mine):
+                entry[name] = mean_std([record[name] for record in mine])
         summary[method] = entry
     means = {method: {name: summary[method][name][0] for name in higher_is_better} for method in methods}
     ranks = mean_rank(means, higher_is_better)
@@ -211,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
                 "seed": seed,
                 **result.metrics,
                 "train_seconds": result.train_seconds,
+                "train_cpu_seconds": result.train_cpu_seconds,
                 "steps": result.steps,
                 "epochs": len(result.epochs),
             }
@@ -218,12 +220,16 @@ def run(args: argparse.Namespace) -> int:
                 stl = record
             assert stl is not None
             baseline = {name: stl[name] for name in higher}
-            record["delta_m"] = delta_m(result.metrics, baseline, higher)
+            # Δm% is undefined on a metric whose STL value is 0 (possible in tiny runs): left out, and said so
+            used = {name: up for name, up in higher.items() if baseline[name] != 0}
+            record["delta_m_left_out"] = " ".join(sorted(set(higher) - set(used)))
+            record["delta_m"] = delta_m(result.metrics, baseline, used)
             record["curve"] = [
                 {
                     "epoch": e["epoch"],
                     "train_seconds": e["train_seconds"],
-                    "delta_m": delta_m(e["metrics"], baseline, higher),
+                    "train_cpu_seconds": e["train_cpu_seconds"],
+                    "delta_m": delta_m(e["metrics"], baseline, used),
                     "metrics": e["metrics"],
                 }
                 for e in result.epochs
@@ -232,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
             records.append(record)
             print(
                 f"{suite.name} {method:18s} seed {seed}: Δm% {record['delta_m']:+7.2f}  "
-                f"train {result.train_seconds:7.1f} s",
+                f"train {result.train_seconds:7.1f} s (CPU {result.train_cpu_seconds:7.1f} s)",
                 flush=True,
             )
             attach_ranks(records, higher)
