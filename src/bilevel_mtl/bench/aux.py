@@ -33,7 +33,6 @@ from ..balancers import STL, Balancer, Marigold
 from ..criteria import MainTaskLoss
 from ..parametrizations import PositiveWeights
 from .metrics import ne_gain
-from .plots import plot_trajectories
 from .quality import add_common_arguments, resolve, suite_description
 from .runs import build_method, mean_std, pick_device, provenance, train_run, write_results
 from .suites import Suite
@@ -90,6 +89,8 @@ def variants(args: argparse.Namespace, suite: Suite[Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .plots import plot_trajectories  # matplotlib: the 'plot' extra, imported only here
+
     torch.set_num_threads(args.threads)
     suite, seeds, out = resolve(args, "ads")
     if args.out is None:

@@ -49,7 +49,6 @@ from tqdm.auto import tqdm
 
 from ..training import BalancedOptimizer
 from .datasets import iterate_batches, to_device
-from .plots import plot_cost
 from .quality import parse_overrides
 from .runs import build_method, method_names, pick_device, provenance, split_method, write_results
 from .suites import make_suite
@@ -230,6 +229,8 @@ def measure_pair(
 
 
 def run(args: argparse.Namespace) -> int:
+    from .plots import plot_cost  # matplotlib: the 'plot' extra, imported only here
+
     torch.set_num_threads(args.threads)
     for method in args.methods:
         split_method(method)

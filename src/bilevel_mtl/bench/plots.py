@@ -24,6 +24,7 @@ def plot_delta_m_vs_time(records: Sequence[Mapping[str, Any]], path: Path, title
     """Per method, Δm% after each epoch against cumulative training time (both averaged over seeds):
     CPU time where the records have it (see :class:`~bilevel_mtl.bench.runs.RunResult`), else wall time."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(0, 20, 2)] + ["black", "olive"])
     methods = [m for m in dict.fromkeys(r["method"] for r in records) if m != "stl"]
     key = "train_cpu_seconds" if all("train_cpu_seconds" in r for r in records) else "train_seconds"
     for method in methods:
@@ -83,6 +84,8 @@ def plot_weights(
 def plot_cost(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
     """Median step-time ratio (with its interquartile range) and peak-memory ratio to LS against m."""
     figure, (time_axes, memory_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for axes in (time_axes, memory_axes):
+        axes.set_prop_cycle(color=[plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "olive"])
     methods = list(dict.fromkeys(r["method"] for r in records))
     for method in methods:
         mine = sorted((r for r in records if r["method"] == method), key=lambda r: r["num_tasks"])

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 from .metrics import delta_m, mean_rank
-from .plots import plot_delta_m_vs_time, plot_weights
 from .runs import (
     build_method,
     mean_std,
@@ -159,6 +158,8 @@ def attach_ranks(records: list[dict[str, Any]], higher_is_better: Mapping[str, b
 
 
 def run(args: argparse.Namespace) -> int:
+    from .plots import plot_delta_m_vs_time, plot_weights  # matplotlib: the 'plot' extra, imported only here
+
     torch.set_num_threads(args.threads)
     suite, seeds, out = resolve(args, args.suite_name)
     device = pick_device(args.device)
