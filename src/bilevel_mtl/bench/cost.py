@@ -4,10 +4,12 @@ Protocol (``BENCHMARKS.md``, cost): for every number of tasks ``m`` (ManyTasks M
 every ``--hidden`` width d), LS and the method each get their own copy of the same
 model, Adam and one fixed batch; after ``--warmup`` steps of each, the steps are timed
 **interleaved in one process** (LS, method, LS, method, ...), so that machine noise hits
-both alike. A sample is a block of ``k`` consecutive steps, ``k`` chosen in the warm-up so
-that LS's block takes at least ``--block-ms``. A ratio is method/LS of one adjacent pair of
-blocks; the record gives the median ratio, its interquartile range and the median
-absolute time per step.
+both alike. A sample is a block of ``k`` consecutive steps, ``k`` chosen per method in the
+warm-up so that a block takes at least ``--block-ms``. A ratio is method/LS (time per step)
+of one adjacent pair of blocks; the record gives the median ratio, its interquartile range
+and the median absolute time per step. A method slower than ``--slow`` seconds a step is
+measured with fewer steps (``slow`` in the record), one slower than ``--give-up`` with a
+single pair (``pairs`` = 1). ``--resume`` keeps finished records.
 
 Clock: on CUDA, wall time with ``torch.cuda.synchronize()`` around each block. On CPU,
 the process's CPU time (``time.process_time``, all threads) is the primary measure: on a
@@ -37,6 +39,7 @@ import argparse
 import ctypes
 import functools
 import gc
+import json
 import math
 import statistics
 import time
@@ -81,6 +84,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget", type=float, default=20.0, help="seconds of timed steps per (m, d, method), at most"
     )
+    parser.add_argument("--slow", type=float, default=1.0, help="seconds a step beyond which fewer are timed")
+    parser.add_argument(
+        "--give-up", type=float, default=30.0, help="seconds a step beyond which one pair is timed"
+    )
+    parser.add_argument("--resume", action="store_true", help="keep the records in --out and skip them")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
@@ -190,19 +198,31 @@ def measure_pair(
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         return (wall if cuda else cpu) / steps, wall / steps
 
-    warm = {name: [block(name, 1)[0] for _ in range(args.warmup)] for name in ("ls", method)}
-    steps = max(1, math.ceil(args.block_ms / 1000 / max(min(warm["ls"]), 1e-6)))
+    # warm-up; a method slower than --slow seconds a step gets one warm-up step, the minimum
+    # of 3 pairs, one-step blocks and one memory probe, so that m = 256 finishes
+    warm = {name: [block(name, 1)[0]] for name in ("ls", method)}
+    slow = warm[method][0] > args.slow
+    for _ in range(0 if slow else args.warmup - 1):
+        for name in ("ls", method):
+            warm[name].append(block(name, 1)[0])
+    steps = {
+        name: max(1, math.ceil(args.block_ms / 1000 / max(min(warm[name]), 1e-6))) for name in ("ls", method)
+    }
     clock: dict[str, list[float]] = {"ls": [], method: []}
     wall: dict[str, list[float]] = {"ls": [], method: []}
     spent = 0.0
-    while len(clock["ls"]) < repeats and (len(clock["ls"]) < 3 or spent < args.budget):
+    pairs = 1 if warm[method][0] > args.give_up else 3 if slow else repeats
+    while len(clock["ls"]) < pairs and (len(clock["ls"]) < min(3, pairs) or spent < args.budget):
         for name in ("ls", method):
-            seconds, elapsed = block(name, steps)
+            seconds, elapsed = block(name, steps[name])
             clock[name].append(seconds)
             wall[name].append(elapsed)
-            spent += elapsed * steps
+            spent += elapsed * steps[name]
     # the largest of three probes: a peak is a maximum, and RSS is counted in whole pages
-    memory = {name: max(probe(functools.partial(step, name)) for _ in range(3)) for name in ("ls", method)}
+    probes = 1 if slow else 3
+    memory = {
+        name: max(probe(functools.partial(step, name)) for _ in range(probes)) for name in ("ls", method)
+    }
     ratios = [a / b for a, b in zip(clock[method], clock["ls"], strict=True)]
     wall_ratios = [a / b for a, b in zip(wall[method], wall["ls"], strict=True)]
     params = sum(p.numel() for p in trainers["ls"][0].model.parameters())
@@ -212,7 +232,9 @@ def measure_pair(
         "hidden": hidden,
         "parameters": params,
         "pairs": len(ratios),
-        "steps_per_block": steps,
+        "steps_per_block": steps[method],
+        "ls_steps_per_block": steps["ls"],
+        "slow": slow,
         "clock": "wall (CUDA synchronised)" if cuda else "process CPU time",
         "time_ratio_median": statistics.median(ratios),
         "time_ratio_q25": _quantile(ratios, 0.25),
@@ -247,7 +269,11 @@ def run(args: argparse.Namespace) -> int:
         "protocol": "interleaved LS/method blocks of steps after warm-up; ratios of adjacent pairs",
     }
     records: list[dict[str, Any]] = []
+    if args.resume and (args.out / "cost.json").exists():
+        records = json.loads((args.out / "cost.json").read_text())["records"]
+    done = {(r["num_tasks"], r["hidden"], r["method"]) for r in records}
     jobs = [(m, d, method) for d in args.hidden for m in tasks for method in args.methods]
+    jobs = [job for job in jobs if job not in done]
     for num_tasks, hidden, method in tqdm(jobs, disable=args.no_progress, desc="cost"):
         record = measure_pair(num_tasks, hidden, method, args, device, probe, repeats)
         records.append(record)
