@@ -85,7 +85,9 @@ def test_quality_resume_keeps_earlier_records(tmp_path: Path) -> None:
     assert main([*base, "--seeds", "0", "--methods", "ls"]) == 0
     first = json.loads((out / "quality.json").read_text())["records"]
     assert main([*base, "--seeds", "0", "--methods", "ls", "famo", "--resume"]) == 0
-    second = json.loads((out / "quality.json").read_text())["records"]
+    resumed = json.loads((out / "quality.json").read_text())
+    second = resumed["records"]
+    assert [run["arguments"]["resume"] for run in resumed["earlier_runs"]] == [False]
     assert [r["method"] for r in second] == ["stl", "ls", "famo"]
     # kept as they were, except the mean rank, which now counts famo too
     strip = [{k: v for k, v in r.items() if k != "mean_rank"} for r in (*first, *second[:2])]

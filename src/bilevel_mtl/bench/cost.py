@@ -270,7 +270,9 @@ def run(args: argparse.Namespace) -> int:
     }
     records: list[dict[str, Any]] = []
     if args.resume and (args.out / "cost.json").exists():
-        records = json.loads((args.out / "cost.json").read_text())["records"]
+        earlier = json.loads((args.out / "cost.json").read_text())
+        records = earlier["records"]
+        payload["earlier_runs"] = [*earlier.get("earlier_runs", []), earlier["provenance"]]
     done = {(r["num_tasks"], r["hidden"], r["method"]) for r in records}
     jobs = [(m, d, method) for d in args.hidden for m in tasks for method in args.methods]
     jobs = [job for job in jobs if job not in done]

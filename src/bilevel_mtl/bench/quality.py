@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         if earlier["suite"]["config"] != payload["suite"]["config"]:
             raise ValueError(f"--resume: {out / 'quality.json'} was made with another suite configuration")
         records = [r for r in earlier["records"] if r["method"] in methods and r["seed"] in seeds]
+        payload["earlier_runs"] = [*earlier.get("earlier_runs", []), earlier["provenance"]]
     data = suite.datasets(seed=args.data_seed, progress=not args.no_progress)
     options = {
         "epochs": args.epochs,
