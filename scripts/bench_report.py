@@ -26,12 +26,17 @@ def cell(pair: list[float], digits: int = 2) -> str:
 
 
 def provenance_lines(payload: dict[str, Any]) -> list[str]:
-    info = payload["provenance"]
-    return [
-        f"- command: `{info['command']}`",
-        f"- commit `{info['git_commit']}`, torch {info['torch_version']}, seeds {info['seeds']}",
-        f"- device: {info['device']}",
-    ]
+    lines = []
+    for info in [*payload.get("earlier_runs", []), payload["provenance"]]:
+        lines += [
+            f"- command: `{info['command']}`",
+            f"- commit `{info['git_commit']}`, torch {info['torch_version']}, seeds {info['seeds']}, "
+            f"started {info['started']}",
+            f"- device: {info['device']}",
+        ]
+    if payload.get("earlier_runs"):
+        lines.append("- (a resumed run: the records of the earlier runs were kept, the later ones added)")
+    return lines
 
 
 def quality_table(payload: dict[str, Any]) -> str:
