@@ -81,7 +81,11 @@ def aux_table(payload: dict[str, Any]) -> str:
     tasks = payload["suite"]["tasks"]
     header = ["Method", *[f"{t} NE ↓" for t in tasks], *[f"{t} NE gain % ↑" for t in tasks], "final ω"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    failures = []
     for method, entry in summary.items():
+        failures += [f"- `{method}` failed, {text}" for text in entry.get("failures", [])]
+        if f"{tasks[0]}/ne" not in entry:
+            continue
         weights = ", ".join(f"{entry[f'weight/{t}'][0]:.3f}" for t in tasks if f"weight/{t}" in entry)
         row = [
             f"`{method}`",
@@ -93,6 +97,7 @@ def aux_table(payload: dict[str, Any]) -> str:
     suite = payload["suite"]
     notes = [
         "",
+        *failures,
         *provenance_lines(payload),
         f"- suite `ads`, size `{suite['size']}`; NE averaged over the last {payload['average_last']} epochs; "
         "final ω: the weights of the last recorded step (for MARIGOLD's perturbed mode, λ + r·u)",
@@ -158,7 +163,7 @@ def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
         curves = {
             f"{r['method']} ω_{task}": [(w["step"], w["weights"][i]) for w in r["weights"]]
             for r in records
-            if r["seed"] == first and r["method"].startswith("marigold-aux")
+            if r["seed"] == first and r["method"].startswith("marigold-aux") and "error" not in r
             for i, task in enumerate(tasks)
             if task != main
         }

@@ -155,3 +155,24 @@ def test_method_specs() -> None:
     faithful = build_method("marigold-faithful", 2, model, seed=3)
     assert faithful.mode == "faithful"
     torch.testing.assert_close(build_method("ls", 2, model).weights(torch.ones(2)), torch.full((2,), 0.5))
+
+
+def test_aux_records_a_failing_method_and_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bilevel_mtl.bench.aux as aux
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("losses must be > 0")
+
+    monkeypatch.setattr(aux, "aux_balancer", broken)
+    out = tmp_path / "ads"
+    argv = ["bench", "aux", "--size", "tiny", "--seeds", "0", "--methods", "ls", "marigold-aux", "stl"]
+    argv += ["--upper-lrs", "0.1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    payload = json.loads((out / "aux.json").read_text())
+    assert [(r["method"], "error" in r) for r in payload["records"]] == [
+        ("ls", False),
+        ("marigold-aux@lr=0.1", True),
+        ("stl", False),
+    ]
+    assert payload["summary"]["marigold-aux@lr=0.1"]["failures"] == ["seed 0: ValueError: losses must be > 0"]
+    assert "click/ne" in payload["summary"]["stl"]

@@ -119,18 +119,32 @@ def run(args: argparse.Namespace) -> int:
             def make_balancer(model: nn.Module, make: Any = make, seed: int = seed) -> Balancer:
                 return make(model, seed)  # type: ignore[no-any-return]
 
-            result = train_run(
-                suite,
-                data,
-                make_balancer,
-                seed,
-                epochs=args.epochs,
-                average_last=args.average_last,
-                weight_every=args.weight_every,
-                device=device,
-                description=f"{method} seed {seed}",
-                progress=not args.no_progress,
-            )
+            try:
+                result = train_run(
+                    suite,
+                    data,
+                    make_balancer,
+                    seed,
+                    epochs=args.epochs,
+                    average_last=args.average_last,
+                    weight_every=args.weight_every,
+                    device=device,
+                    description=f"{method} seed {seed}",
+                    progress=not args.no_progress,
+                )
+            except (ValueError, RuntimeError) as error:
+                if method == "ls":
+                    raise
+                # a method that fails is a result too: recorded, left out of the summary
+                failed = {
+                    "suite": "ads",
+                    "method": method,
+                    "seed": seed,
+                    "error": f"{type(error).__name__}: {error}",
+                }
+                records.append(failed)
+                print(f"ads {method:26s} seed {seed}: FAILED {failed['error']}", flush=True)
+                continue
             record: dict[str, Any] = {"suite": "ads", "method": method, "seed": seed, **result.metrics}
             if method == "ls":
                 baseline = record
@@ -156,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     trajectories = {
         f"{r['method']} ω_{task}": [(w["step"], w["weights"][i]) for w in r["weights"]]
         for r in records
-        if r["seed"] == seeds[0] and r["method"].startswith("marigold-aux")
+        if r["seed"] == seeds[0] and r["method"].startswith("marigold-aux") and "error" not in r
         for i, task in enumerate(suite.tasks)
         if task != suite.main_task
     }
@@ -174,7 +188,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per method: mean ± std over seeds of every NE, NE gain and final weight."""
     summary: dict[str, Any] = {}
     for method in dict.fromkeys(r["method"] for r in records):
-        mine = [r for r in records if r["method"] == method]
-        keys = [k for k, v in mine[0].items() if "/" in k and isinstance(v, float)]
-        summary[method] = {key: mean_std([r[key] for r in mine]) for key in keys}
+        mine = [r for r in records if r["method"] == method and "error" not in r]
+        failures = [
+            f"seed {r['seed']}: {r['error']}" for r in records if r["method"] == method and "error" in r
+        ]
+        entry: dict[str, Any] = {"failures": failures}
+        if mine:
+            keys = [k for k, v in mine[0].items() if "/" in k and isinstance(v, float)]
+            entry.update({key: mean_std([r[key] for r in mine]) for key in keys})
+            entry["seeds"] = [r["seed"] for r in mine]
+        summary[method] = entry
     return summary
