@@ -13,8 +13,9 @@ import torch
 
 from bilevel_mtl.balancers import PCGrad
 from bilevel_mtl.bench import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain
-from bilevel_mtl.bench.runs import build_method, split_method
+from bilevel_mtl.bench.runs import build_method, split_method, worst_relative_change
 from bilevel_mtl.cli import main
+from bilevel_mtl.criteria import FunctionCriterion
 
 PROVENANCE = {"command", "arguments", "git_commit", "device", "torch_version", "seeds"}
 
@@ -155,6 +156,14 @@ def test_method_specs() -> None:
     faithful = build_method("marigold-faithful", 2, model, seed=3)
     assert faithful.mode == "faithful"
     torch.testing.assert_close(build_method("ls", 2, model).weights(torch.ones(2)), torch.full((2,), 0.5))
+    relative = build_method("marigold-relative:lr=0.01", 2, model)
+    assert isinstance(relative.criterion, FunctionCriterion) and relative.lr == 0.01
+    # max(0.5/1 - 1, 3/2 - 1) = 0.5: the worst relative change, whatever the scales
+    change = worst_relative_change(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 3.0]))
+    torch.testing.assert_close(change, torch.tensor(0.5))
+    torch.testing.assert_close(
+        worst_relative_change(torch.tensor([1e-4, 2.0]), torch.tensor([0.5e-4, 3.0])), torch.tensor(0.5)
+    )
 
 
 def test_aux_records_a_failing_method_and_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

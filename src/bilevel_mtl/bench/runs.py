@@ -33,13 +33,21 @@ from tqdm.auto import tqdm
 
 from ..balancers import STL, Balancer
 from ..balancers.gradient import GradientBalancer
+from ..criteria import FunctionCriterion
 from ..registry import BALANCERS, build_balancer
 from ..training import BalancedOptimizer
 from .datasets import Splits, iterate_batches, to_device
 from .suites import Suite
 
-EXTRA_METHODS = ("marigold-faithful",)
-"""Method names beyond the registry's: ``marigold`` is the default (perturbed) mode."""
+EXTRA_METHODS = ("marigold-faithful", "marigold-relative")
+"""Method names beyond the registry's: ``marigold`` is the default (perturbed) mode;
+``marigold-relative`` replaces the worst-case absolute decrement by the worst-case
+*relative* change :math:`\\max_i f_i(A)/f_i(\\theta) - 1` (scale-free across tasks)."""
+
+
+def worst_relative_change(losses_before: torch.Tensor, losses_after: torch.Tensor) -> torch.Tensor:
+    """:math:`\\max_i f_i(A)/f_i(\\theta) - 1`: the criterion of ``marigold-relative``."""
+    return (losses_after / losses_before - 1.0).max()
 
 
 def method_names() -> list[str]:
@@ -83,6 +91,9 @@ def build_method(spec: str, num_tasks: int, model: nn.Module, seed: int = 0, **k
     kwargs = {**options, **kwargs}
     if name == "marigold-faithful":
         return build_balancer("marigold", num_tasks, mode="faithful", seed=seed, **kwargs)
+    if name == "marigold-relative":
+        criterion = FunctionCriterion(worst_relative_change)
+        return build_balancer("marigold", num_tasks, criterion=criterion, seed=seed, **kwargs)
     if name not in BALANCERS:
         raise ValueError(f"unknown method {name!r}; choose from {method_names()}")
     factory = BALANCERS[name].resolve()
