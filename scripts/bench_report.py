@@ -165,7 +165,7 @@ def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
             for r in records
             if r["seed"] == first and r["method"].startswith("marigold-aux") and "error" not in r
             for i, task in enumerate(tasks)
-            if task != main
+            if task == "distill" or (task != main and r["method"].startswith("marigold-aux-all"))
         }
         if curves:
             plot_trajectories(

@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         for r in records
         if r["seed"] == seeds[0] and r["method"].startswith("marigold-aux") and "error" not in r
         for i, task in enumerate(suite.tasks)
-        if task != suite.main_task
+        if task == "distill" or (task != suite.main_task and r["method"].startswith("marigold-aux-all"))
     }
     if trajectories:
         plot_trajectories(

@@ -111,6 +111,7 @@ def plot_trajectories(
 ) -> None:
     """Named curves of (step, value) pairs on one axes (e.g. the learnt distillation weight)."""
     figure, axes = plt.subplots(figsize=(6, 4))
+    axes.set_prop_cycle(color=[plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "olive"])
     for name, points in trajectories.items():
         axes.plot([p[0] for p in points], [p[1] for p in points], linewidth=1, label=name)
     axes.set_xlabel("step")
