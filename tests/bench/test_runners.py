@@ -16,6 +16,7 @@ from bilevel_mtl.bench import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain
 from bilevel_mtl.bench.runs import build_method, split_method, worst_relative_change
 from bilevel_mtl.cli import main
 from bilevel_mtl.criteria import FunctionCriterion
+from bilevel_mtl.parametrizations import Softmax
 
 PROVENANCE = {"command", "arguments", "git_commit", "device", "torch_version", "seeds"}
 
@@ -158,6 +159,8 @@ def test_method_specs() -> None:
     torch.testing.assert_close(build_method("ls", 2, model).weights(torch.ones(2)), torch.full((2,), 0.5))
     relative = build_method("marigold-relative:lr=0.01", 2, model)
     assert isinstance(relative.criterion, FunctionCriterion) and relative.lr == 0.01
+    plain = build_method("marigold-relative-softmax", 2, model)
+    assert isinstance(plain.parametrization, Softmax) and isinstance(plain.criterion, FunctionCriterion)
     # max(0.5/1 - 1, 3/2 - 1) = 0.5: the worst relative change, whatever the scales
     change = worst_relative_change(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 3.0]))
     torch.testing.assert_close(change, torch.tensor(0.5))

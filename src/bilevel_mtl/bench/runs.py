@@ -34,15 +34,18 @@ from tqdm.auto import tqdm
 from ..balancers import STL, Balancer
 from ..balancers.gradient import GradientBalancer
 from ..criteria import FunctionCriterion
+from ..parametrizations import Softmax
 from ..registry import BALANCERS, build_balancer
 from ..training import BalancedOptimizer
 from .datasets import Splits, iterate_batches, to_device
 from .suites import Suite
 
-EXTRA_METHODS = ("marigold-faithful", "marigold-relative")
+EXTRA_METHODS = ("marigold-faithful", "marigold-relative", "marigold-relative-softmax")
 """Method names beyond the registry's: ``marigold`` is the default (perturbed) mode;
 ``marigold-relative`` replaces the worst-case absolute decrement by the worst-case
-*relative* change :math:`\\max_i f_i(A)/f_i(\\theta) - 1` (scale-free across tasks)."""
+*relative* change :math:`\\max_i f_i(A)/f_i(\\theta) - 1` (scale-free across tasks);
+``marigold-relative-softmax`` also replaces the loss-scaled softmax
+:math:`\\mathrm{softmax}(\\beta u/f)` by the plain :math:`\\mathrm{softmax}(u)`."""
 
 
 def worst_relative_change(losses_before: torch.Tensor, losses_after: torch.Tensor) -> torch.Tensor:
@@ -91,8 +94,10 @@ def build_method(spec: str, num_tasks: int, model: nn.Module, seed: int = 0, **k
     kwargs = {**options, **kwargs}
     if name == "marigold-faithful":
         return build_balancer("marigold", num_tasks, mode="faithful", seed=seed, **kwargs)
-    if name == "marigold-relative":
+    if name in ("marigold-relative", "marigold-relative-softmax"):
         criterion = FunctionCriterion(worst_relative_change)
+        if name == "marigold-relative-softmax":
+            kwargs.setdefault("parametrization", Softmax(num_tasks))
         return build_balancer("marigold", num_tasks, criterion=criterion, seed=seed, **kwargs)
     if name not in BALANCERS:
         raise ValueError(f"unknown method {name!r}; choose from {method_names()}")
