@@ -127,14 +127,15 @@ def device_string(device: torch.device | str = "cpu") -> str:
 
 
 def git_commit() -> str:
-    """The commit of the source tree this package runs from (``+dirty`` with local changes)."""
-    here = Path(__file__).resolve().parent
+    """The commit of the source tree this package runs from; ``+dirty`` when the package's own
+    files (``src/bilevel_mtl``) have uncommitted changes (edits to docs or results do not count)."""
+    here = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
             cwd=here,
             capture_output=True,
             text=True,
