@@ -10,7 +10,56 @@ from torch import Tensor
 
 
 class NonFiniteLossError(ValueError):
-    """A task loss is NaN or infinite; raised before anything is modified."""
+    """A task loss is NaN or infinite; raised before anything is modified.
+
+    ``losses`` holds the offending loss values (detached) and ``tasks`` the indices
+    of the non-finite ones, so that a caller can still agree with other ranks on them.
+    """
+
+    def __init__(self, message: str, losses: Tensor | None = None, tasks: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.losses = losses
+        self.tasks = list(tasks)
+
+
+class NonFiniteGradientError(ValueError):
+    """A gradient is NaN or infinite; raised before the optimizer steps.
+
+    ``gradients`` holds the offending gradients (one entry per optimizer parameter).
+    """
+
+    def __init__(self, message: str, gradients: Sequence[Tensor | None] = ()) -> None:
+        super().__init__(message)
+        self.gradients = list(gradients)
+
+
+def nonfinite_tasks(losses: Tensor) -> list[int]:
+    """Indices of the entries of a ``[m]`` (or ``[b, m]``: per column) loss tensor that are NaN or inf."""
+    finite = torch.isfinite(losses.detach())
+    if finite.dim() > 1:
+        finite = finite.reshape(-1, finite.shape[-1]).all(dim=0)
+    return [i for i, ok in enumerate(finite.tolist()) if not ok]
+
+
+NOTHING_MODIFIED = "the step was not taken and nothing was modified"
+
+
+def check_finite_losses(losses: Tensor, where: str = "", outcome: str = NOTHING_MODIFIED) -> Tensor:
+    """Return ``losses`` if every entry is finite, else raise :class:`NonFiniteLossError`.
+
+    The message names the tasks, ``where`` the losses were measured (e.g. ``" after
+    the step"``) and the ``outcome`` for the training run.
+    """
+    bad = nonfinite_tasks(losses)
+    if bad:
+        values = losses.detach().reshape(-1, losses.shape[-1])[:, bad]
+        shown = values[0].tolist() if values.shape[0] == 1 else values.tolist()
+        raise NonFiniteLossError(
+            f"task loss(es) {bad} are not finite{where} ({shown}); {outcome}",
+            losses=losses.detach(),
+            tasks=bad,
+        )
+    return losses
 
 
 def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int) -> Tensor:
@@ -40,14 +89,7 @@ def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int) -> Tensor:
         raise ValueError(f"expected {num_tasks} task losses, got {vector.numel()}")
     if not vector.is_floating_point():
         raise ValueError(f"task losses must be floating point, got {vector.dtype}")
-    finite = torch.isfinite(vector.detach())
-    if not bool(finite.all()):
-        bad = [i for i, ok in enumerate(finite.tolist()) if not ok]
-        raise NonFiniteLossError(
-            f"task loss(es) {bad} are not finite ({vector.detach()[bad].tolist()}); "
-            "the step was not taken and nothing was modified"
-        )
-    return vector
+    return check_finite_losses(vector)
 
 
 def check_positive(name: str, value: float) -> float:

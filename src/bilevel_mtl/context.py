@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ._checks import as_loss_vector
+from ._checks import NonFiniteGradientError, NonFiniteLossError, as_loss_vector, check_finite_losses
+from .distributed import DataParallel, all_reduce_gradients, all_reduce_mean
 from .lookahead import LookAhead
 
 Closure = Callable[[], "Tensor | Sequence[Tensor]"]
@@ -56,6 +57,13 @@ class StepContext:
     * **buffers untouched**: the model runs in its current mode (train mode uses
       batch statistics in BatchNorm, as the real forward did) on *copies* of its
       buffers, so running statistics are updated once per step, by the real forward.
+
+    Under data parallelism (``parallel``, see :mod:`bilevel_mtl.distributed`) ``losses``
+    holds the global-batch values on this rank's graph (``graph``), and
+    :meth:`gradients` and :meth:`losses_at` return global quantities, identical on
+    every rank. Under a ``GradScaler`` (``grad_scale``), :meth:`gradients` runs the
+    backward scaled and returns unscaled gradients. Non-finite gradients raise
+    :class:`~bilevel_mtl.NonFiniteGradientError` before anything is modified.
     """
 
     def __init__(
@@ -65,11 +73,18 @@ class StepContext:
         closure: Closure,
         losses: Tensor,
         rng_before: RngSnapshot,
+        *,
+        graph: Tensor | None = None,
+        parallel: DataParallel | None = None,
+        grad_scale: Tensor | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.closure = closure
         self.losses = losses
+        self._graph = losses if graph is None else graph
+        self._parallel = parallel or DataParallel()
+        self._grad_scale = grad_scale
         self.num_tasks = losses.numel()
         self._rng_before = rng_before
         self._rng_after = RngSnapshot(list(rng_before.cuda_devices()))
@@ -89,6 +104,7 @@ class StepContext:
     def lookahead(self) -> LookAhead:
         """The look-ahead of the user's optimizer (built on first use)."""
         if self._lookahead is None:
+            self._parallel.refuse_sharded("the virtual look-ahead")
             self._lookahead = LookAhead(self.optimizer)
         return self._lookahead
 
@@ -101,18 +117,49 @@ class StepContext:
         ``[k, m]`` gives ``k`` stacked gradients from one batched backward
         (gradients are linear in ``w``).
         """
+        self._parallel.refuse_sharded("StepContext.gradients (per-task or look-ahead gradients)")
+        group = self._parallel.group
+        if create_graph and group is not None:
+            raise NotImplementedError(
+                "differentiating through gradients (create_graph=True) is not supported under data "
+                "parallelism: the all-reduce of the gradients is not differentiated"
+            )
         trainable = [p for p in self.params if p.requires_grad]
+        outputs = weights.to(self._graph)
+        if self._grad_scale is not None:
+            outputs = outputs * self._grad_scale.to(outputs)
+        batch = tuple(weights.shape[: weights.dim() - self._graph.dim()])
         grads = torch.autograd.grad(
-            self.losses,
+            self._graph,
             trainable,
-            grad_outputs=weights.to(self.losses),
+            grad_outputs=outputs,
             retain_graph=True,
             create_graph=create_graph,
             allow_unused=True,
-            is_grads_batched=weights.dim() == 2,
+            is_grads_batched=bool(batch),
         )
-        by_id = {id(p): g for p, g in zip(trainable, grads, strict=True)}
+        synced = all_reduce_gradients(grads, trainable, group, batch)
+        if self._grad_scale is not None:
+            inverse = self._grad_scale.double().reciprocal().float()
+            synced = [None if g is None else g * inverse.to(g) for g in synced]
+        self._check_finite(trainable, synced)
+        by_id = {id(p): g for p, g in zip(trainable, synced, strict=True)}
         return [by_id.get(id(p)) for p in self.params]
+
+    def _check_finite(self, params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+        present = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+        if not present:
+            return
+        finite = torch.stack([torch.isfinite(g.detach()).all() for _, g in present]).tolist()
+        if all(finite):
+            return
+        names = {id(p): name[len("model.") :] for p, name in zip(self.params, self._names, strict=True)}
+        bad = [names[id(p)] for (p, _), ok in zip(present, finite, strict=True) if not ok]
+        by_id = {id(p): g for p, g in present}
+        raise NonFiniteGradientError(
+            f"the gradient is not finite for parameter(s) {bad}; the step was not taken",
+            gradients=[by_id.get(id(p)) for p in self.params],
+        )
 
     def losses_at(self, params: Sequence[Tensor] | None = None) -> Tensor:
         """Task losses on this step's batch at ``params`` (default: the model's current ones).
@@ -124,12 +171,29 @@ class StepContext:
             "model." + name: buf.clone() for name, buf in self.model.named_buffers()
         }
         if params is not None:
+            self._parallel.refuse_sharded("evaluating the losses at other parameters (look-ahead)")
             if len(params) != len(self.params):
                 raise ValueError(f"expected {len(self.params)} parameters, got {len(params)}")
             tensors.update(zip(self._names, params, strict=True))
         self._rng_before.restore()
         try:
-            out = functional_call(self._wrapper, tensors, ())
+            with self._parallel.silent_forward():
+                out = functional_call(self._wrapper, tensors, ())
         finally:
             self._rng_after.restore()
-        return as_loss_vector(out, self.num_tasks)
+        group = self._parallel.group
+        if group is None:
+            return as_loss_vector(out, self.num_tasks)
+        try:
+            local = as_loss_vector(out, self.num_tasks)
+        except NonFiniteLossError as error:
+            if error.losses is None:
+                raise
+            local = error.losses
+        if local.requires_grad:
+            raise NotImplementedError(
+                "differentiable losses at other parameters are not supported under data parallelism "
+                "(their all-reduce is not differentiated); evaluate them under torch.no_grad()"
+            )
+        (values,) = all_reduce_mean([local], group)
+        return check_finite_losses(values, f" (mean over {self._parallel.world_size} ranks)")

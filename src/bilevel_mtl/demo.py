@@ -122,7 +122,7 @@ def format_table(results: dict[str, object]) -> str:
             f"{results[n]['test_mse'][t]:.4f}" for n in names  # type: ignore[index]
         ]))
     rows.append(("mean relative MSE", [
-        f"{sum(results[n]['relative_mse']) / 3:.4f}" for n in names  # type: ignore[index, arg-type]
+        f"{sum(results[n]['relative_mse']) / 3:.4f}" for n in names  # type: ignore[index]
     ]))
     rows.append(("final weights", [
         "/".join(f"{w:.3f}" for w in results[n]["weights"]) for n in names  # type: ignore[index]
