@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import configure as configure_demo
 
     configure_demo(demo)
+    from .registry import configure as configure_list
+
+    configure_list(commands.add_parser("list", help="list every balancer and estimator with its cost"))
     bench = commands.add_parser("bench", help="run a benchmark suite")
     suites = bench.add_subparsers(dest="suite", required=True)
     for name, module in BENCHMARKS.items():
@@ -32,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run as run_demo
 
         return run_demo(args)
+    if args.command == "list":
+        from .registry import run as run_list
+
+        return run_list(args)
     module = importlib.import_module(BENCHMARKS[args.suite])
     result: int = module.run(args)
     return result

@@ -85,7 +85,7 @@ class StepContext:
         self._graph = losses if graph is None else graph
         self._parallel = parallel or DataParallel()
         self._grad_scale = grad_scale
-        self.num_tasks = losses.numel()
+        self.num_tasks = losses.shape[-1]
         self._rng_before = rng_before
         self._rng_after = RngSnapshot(list(rng_before.cuda_devices()))
         names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
@@ -115,7 +115,8 @@ class StepContext:
         ``backward`` leaves ``.grad`` unset (so the look-ahead skips it like
         ``optimizer.step()`` does). ``weights`` of shape ``[m]`` gives one gradient;
         ``[k, m]`` gives ``k`` stacked gradients from one batched backward
-        (gradients are linear in ``w``).
+        (gradients are linear in ``w``). For the ``[b, m]`` losses of a multi-batch
+        balancer, ``weights`` has shape ``[b, m]`` or ``[k, b, m]``.
         """
         self._parallel.refuse_sharded("StepContext.gradients (per-task or look-ahead gradients)")
         group = self._parallel.group
