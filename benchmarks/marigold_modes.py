@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,12 +33,13 @@ def main() -> None:
         for seed in args.seeds:
             results = train(args.steps, 128, upper_lr, seed, progress=True)
             for method, numbers in results.items():
-                records.append({"method": method, "upper_lr": upper_lr, "seed": seed, **numbers})  # type: ignore[dict-item]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+                records.append({"method": method, "upper_lr": upper_lr, "seed": seed, **asdict(numbers)})
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
     meta = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "commit": commit,
-        "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread)",
+        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
         "torch": torch.__version__,
         "steps": args.steps,
     }

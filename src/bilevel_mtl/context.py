@@ -37,10 +37,11 @@ class _ClosureModule(nn.Module):
     def __init__(self, model: nn.Module, closure: Closure) -> None:
         super().__init__()
         self.model = model
-        self.closure = closure
+        # Kept out of the module tree: the closure may itself be a module (often the model).
+        self._closure = (closure,)
 
     def forward(self) -> Tensor | Sequence[Tensor]:
-        return self.closure()
+        return self._closure[0]()
 
 
 class StepContext:

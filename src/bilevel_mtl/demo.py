@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -75,8 +76,23 @@ def _methods(lr: float) -> dict[str, Callable[[], Balancer]]:
     }
 
 
-def train(steps: int, batch_size: int, upper_lr: float, seed: int, progress: bool = True) -> dict[str, object]:
-    """Train every method on the same batches, interleaved; return the table's numbers."""
+@dataclass
+class MethodResult:
+    """One method's row of the demo table."""
+
+    test_mse: list[float]
+    relative_mse: list[float]
+    weights: list[float]
+    time_ratio: float
+    ms_per_step: float
+
+
+def train(
+    steps: int, batch_size: int, upper_lr: float, seed: int, progress: bool = True
+) -> dict[str, MethodResult]:
+    """Train every method on the same batches, interleaved; return each method's numbers."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     torch.manual_seed(seed)
     x, y, x_test, y_test = make_problem(seed)
     runs = []
@@ -91,55 +107,56 @@ def train(steps: int, batch_size: int, upper_lr: float, seed: int, progress: boo
         index = torch.randint(0, x.shape[0], (batch_size,), generator=g)
         xb, yb = x[index], y[index]
         for run in runs:
-            model = run.model
             start = time.perf_counter()
-            record = run.trainer.step(lambda model=model: task_losses(model(xb), yb))  # type: ignore[misc]
+            record = run.trainer.step(partial(_batch_losses, run.model, xb, yb))
             run.seconds.append(time.perf_counter() - start)
             last_weights[run.name] = record.weights
-    results: dict[str, object] = {}
-    warm = max(1, steps // 10)
+    warm = steps // 10  # warm-up steps left out of the timings
     ls_times = runs[0].seconds[warm:]
+    results = {}
     for run in runs:
         with torch.no_grad():
             test = task_losses(run.model(x_test), y_test)
         ratios = [t / t_ls for t, t_ls in zip(run.seconds[warm:], ls_times, strict=True)]
-        results[run.name] = {
-            "test_mse": test.tolist(),
-            "relative_mse": (test / torch.tensor(SCALES) ** 2).tolist(),
-            "weights": last_weights[run.name].tolist(),
-            "time_ratio": statistics.median(ratios),
-            "ms_per_step": 1e3 * statistics.median(run.seconds[warm:]),
-        }
+        results[run.name] = MethodResult(
+            test_mse=test.tolist(),
+            relative_mse=(test / torch.tensor(SCALES) ** 2).tolist(),
+            weights=last_weights[run.name].tolist(),
+            time_ratio=statistics.median(ratios),
+            ms_per_step=1e3 * statistics.median(run.seconds[warm:]),
+        )
     return results
 
 
-def format_table(results: dict[str, object]) -> str:
+def _batch_losses(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return task_losses(model(x), y)
+
+
+def format_table(results: dict[str, MethodResult]) -> str:
     """The side-by-side table the demo prints."""
-    names = list(results)
-    rows: list[tuple[str, list[str]]] = []
-    for t in range(3):
-        rows.append((f"task {t} test MSE (scale {SCALES[t] ** 2:g})", [
-            f"{results[n]['test_mse'][t]:.4f}" for n in names  # type: ignore[index]
-        ]))
-    rows.append(("mean relative MSE", [
-        f"{sum(results[n]['relative_mse']) / 3:.4f}" for n in names  # type: ignore[index]
-    ]))
-    rows.append(("final weights", [
-        "/".join(f"{w:.3f}" for w in results[n]["weights"]) for n in names  # type: ignore[index]
-    ]))
-    rows.append(("time per step (ms, median)", [f"{results[n]['ms_per_step']:.2f}" for n in names]))  # type: ignore[index]
-    rows.append(("time per step / LS (median)", [f"{results[n]['time_ratio']:.2f}" for n in names]))  # type: ignore[index]
-    width = max(len(r[0]) for r in rows)
-    cols = [max(len(n), *(len(r[1][i]) for r in rows)) for i, n in enumerate(names)]
-    lines = [" " * width + " | " + " | ".join(n.rjust(c) for n, c in zip(names, cols, strict=True))]
-    lines.append("-" * len(lines[0]))
-    for label, cells in rows:
-        lines.append(label.ljust(width) + " | " + " | ".join(v.rjust(c) for v, c in zip(cells, cols, strict=True)))
-    return "\n".join(lines)
+    values = list(results.values())
+    rows = [
+        (f"task {t} test MSE (scale {SCALES[t] ** 2:g})", [f"{r.test_mse[t]:.4f}" for r in values])
+        for t in range(len(SCALES))
+    ]
+    rows += [
+        ("mean relative MSE", [f"{statistics.mean(r.relative_mse):.4f}" for r in values]),
+        ("final weights", ["/".join(f"{w:.3f}" for w in r.weights) for r in values]),
+        ("time per step (ms, median)", [f"{r.ms_per_step:.2f}" for r in values]),
+        ("time per step / LS (median)", [f"{r.time_ratio:.2f}" for r in values]),
+    ]
+    width = max(len(label) for label, _ in rows)
+    cols = [max(len(name), *(len(cells[i]) for _, cells in rows)) for i, name in enumerate(results)]
+
+    def line(label: str, cells: list[str]) -> str:
+        return label.ljust(width) + " | " + " | ".join(c.rjust(n) for c, n in zip(cells, cols, strict=True))
+
+    header = line("", list(results))
+    return "\n".join([header, "-" * len(header), *(line(label, cells) for label, cells in rows)])
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per method (default 1500)")
+    parser.add_argument("--steps", type=int, default=3000, help="training steps per method")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--upper-lr", type=float, default=1e-4, help="MARIGOLD's upper-level Adam lr")
     parser.add_argument("--seed", type=int, default=0)
@@ -154,5 +171,5 @@ def run(args: argparse.Namespace) -> int:
     )
     results = train(args.steps, args.batch_size, args.upper_lr, args.seed, progress=not args.no_progress)
     print(format_table(results))
-    print("relative MSE = test MSE / scale²; time ratios are medians of interleaved steps, one CPU thread.")
+    print("relative MSE = test MSE / scale²; times: medians of interleaved steps, one CPU thread")
     return 0
