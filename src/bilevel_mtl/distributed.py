@@ -67,7 +67,9 @@ class DataParallel:
     """Whether the parameters are sharded (FSDP)."""
 
     @classmethod
-    def of(cls, model: nn.Module, process_group: ProcessGroup | None | Literal["auto"] = "auto") -> DataParallel:
+    def of(
+        cls, model: nn.Module, process_group: ProcessGroup | Literal["auto"] | None = "auto"
+    ) -> DataParallel:
         """Inspect ``model``: ``"auto"`` takes DDP's group or, for FSDP, the default group."""
         if not _distributed_ready():
             if process_group not in (None, "auto"):
@@ -153,7 +155,9 @@ def all_reduce_gradients(
     """
     if group is None:
         return list(grads)
-    filled = [g if g is not None else p.new_zeros((*batch, *p.shape)) for g, p in zip(grads, params, strict=True)]
+    filled = [
+        g if g is not None else p.new_zeros((*batch, *p.shape)) for g, p in zip(grads, params, strict=True)
+    ]
     used = torch.tensor([g is not None for g in grads], dtype=torch.float64)
     *averaged, used_anywhere = all_reduce_mean([*filled, used], group)
     return [g if u > 0 else None for g, u in zip(averaged, used_anywhere.tolist(), strict=True)]
