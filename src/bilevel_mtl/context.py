@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ._checks import NonFiniteGradientError, NonFiniteLossError, as_loss_vector, check_finite_losses
-from .distributed import DataParallel, all_reduce_gradients, all_reduce_mean
+from .distributed import DataParallel, all_gather_batch, all_reduce_gradients, all_reduce_mean
 from .lookahead import LookAhead
 
 Closure = Callable[[], "Tensor | Sequence[Tensor]"]
@@ -91,13 +91,15 @@ class StepContext:
         self._rng_after = RngSnapshot(list(rng_before.cuda_devices()))
         names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
         self.params: list[Tensor] = [p for g in optimizer.param_groups for p in g["params"]]
-        missing = [i for i, p in enumerate(self.params) if id(p) not in names]
+        # FSDP swaps its sharded parameters for unsharded ones around the forward pass: the
+        # names are only needed by the look-ahead, which FSDP refuses anyway.
+        missing = [] if self._parallel.sharded else [p for p in self.params if id(p) not in names]
         if missing:
             raise ValueError(
                 f"the optimizer holds {len(missing)} parameter(s) that are not in the model; "
                 "pass the model whose parameters the optimizer trains"
             )
-        self._names = ["model." + names[id(p)] for p in self.params]
+        self._names = ["model." + names.get(id(p), "?") for p in self.params]
         self._wrapper = _ClosureModule(model, closure)
         self._lookahead: LookAhead | None = None
 
@@ -141,12 +143,73 @@ class StepContext:
             is_grads_batched=bool(batch),
         )
         synced = all_reduce_gradients(grads, trainable, group, batch)
-        if self._grad_scale is not None:
-            inverse = self._grad_scale.double().reciprocal().float()
-            synced = [None if g is None else g * inverse.to(g) for g in synced]
+        synced = [None if g is None else self._unscale(g) for g in synced]
         self._check_finite(trainable, synced)
         by_id = {id(p): g for p, g in zip(trainable, synced, strict=True)}
         return [by_id.get(id(p)) for p in self.params]
+
+    def output_gradients(self, output: Tensor, weights: Tensor) -> Tensor:
+        r""":math:`\nabla_z\, w^\top f` for a tensor ``z`` the closure computed (e.g. the encoder's
+        output), batch first; ``weights`` ``[m]`` or ``[k, m]`` (then ``[k, *z.shape]``).
+
+        Under data parallelism ``z`` holds this rank's rows: the result holds the global
+        batch's rows in rank order (:meth:`gather_batch`), the gradient of the global loss.
+        """
+        self._parallel.refuse_sharded("StepContext.output_gradients")
+        outputs = weights.to(self._graph)
+        if self._grad_scale is not None:
+            outputs = outputs * self._grad_scale.to(outputs)
+        batched = weights.dim() > self._graph.dim()
+        (grad,) = torch.autograd.grad(
+            self._graph,
+            output,
+            grad_outputs=outputs,
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=batched,
+        )
+        if grad is None:
+            raise ValueError("the task losses do not depend on this output in this step")
+        grad = self._unscale(grad) / self._parallel.world_size
+        grad = all_gather_batch(grad, self._parallel.group, dim=1 if batched else 0)
+        if not bool(torch.isfinite(grad).all()):
+            raise NonFiniteGradientError(
+                "the gradient with respect to the output is not finite; the step was not taken"
+            )
+        return grad
+
+    def gather_batch(self, tensor: Tensor) -> Tensor:
+        """The global batch's ``tensor`` (batch first): every rank's rows, in rank order."""
+        return all_gather_batch(tensor, self._parallel.group)
+
+    def output_vjp(
+        self, output: Tensor, grad_output: Tensor, params: Sequence[Tensor]
+    ) -> list[Tensor | None]:
+        r""":math:`\nabla_\theta \langle z, v\rangle` for ``params``, ``v = grad_output`` (global batch).
+
+        The counterpart of :meth:`output_gradients`: ``v`` has the global batch's rows
+        (this rank uses its own) and the result sums every rank's contribution, so it is
+        what one process would compute on the global batch.
+        """
+        self._parallel.refuse_sharded("StepContext.output_vjp")
+        rows = output.shape[0]
+        rank = 0 if self._parallel.group is None else torch.distributed.get_rank(self._parallel.group)
+        local = grad_output[rank * rows : (rank + 1) * rows].to(output)
+        if self._grad_scale is not None:
+            local = local * self._grad_scale.to(local)
+        grads = torch.autograd.grad(
+            output, list(params), grad_outputs=local, retain_graph=True, allow_unused=True
+        )
+        world = self._parallel.world_size
+        synced = all_reduce_gradients(grads, params, self._parallel.group, ())
+        synced = [None if g is None else self._unscale(g) * world for g in synced]
+        self._check_finite(params, synced)
+        return synced
+
+    def _unscale(self, grad: Tensor) -> Tensor:
+        if self._grad_scale is None:
+            return grad
+        return grad * self._grad_scale.double().reciprocal().float().to(grad)
 
     def _check_finite(self, params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
         present = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
@@ -156,7 +219,7 @@ class StepContext:
         if all(finite):
             return
         names = {id(p): name[len("model.") :] for p, name in zip(self.params, self._names, strict=True)}
-        bad = [names[id(p)] for (p, _), ok in zip(present, finite, strict=True) if not ok]
+        bad = [names.get(id(p), "?") for (p, _), ok in zip(present, finite, strict=True) if not ok]
         by_id = {id(p): g for p, g in present}
         raise NonFiniteGradientError(
             f"the gradient is not finite for parameter(s) {bad}; the step was not taken",

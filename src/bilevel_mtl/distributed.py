@@ -163,6 +163,28 @@ def all_reduce_gradients(
     return [g if u > 0 else None for g, u in zip(averaged, used_anywhere.tolist(), strict=True)]
 
 
+def all_gather_batch(tensor: Tensor, group: ProcessGroup | None, dim: int = 0) -> Tensor:
+    """Every rank's ``tensor`` concatenated along ``dim`` in rank order (the global batch's rows).
+
+    Needs equal shapes on every rank (equal per-rank batch sizes); ``group=None`` returns
+    ``tensor`` itself.
+    """
+    if group is None:
+        return tensor
+    world = torch.distributed.get_world_size(group)
+    shape = torch.tensor(tensor.shape, dtype=torch.int64)
+    shapes = [torch.empty_like(shape) for _ in range(world)]
+    torch.distributed.all_gather(shapes, shape, group=group)
+    if any(not torch.equal(s, shape) for s in shapes):
+        raise ValueError(
+            "gathering the global batch needs the same batch size on every rank, got shapes "
+            f"{[tuple(s.tolist()) for s in shapes]}; use equal per-rank batches (e.g. drop_last=True)"
+        )
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    torch.distributed.all_gather(parts, tensor.detach().contiguous(), group=group)
+    return torch.cat(parts, dim=dim)
+
+
 def global_losses(losses: Tensor, group: ProcessGroup | None = None) -> Tensor:
     """The losses' mean over the ranks, differentiable through *this* rank's graph.
 

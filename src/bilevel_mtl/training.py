@@ -239,14 +239,21 @@ class BalancedOptimizer:
         return None
 
     def _nonfinite_gradients(self) -> list[str]:
-        present = [p for p in self._params if p.grad is not None]
+        present = [(p, g) for p in self._params if (g := p.grad) is not None]
         if not present:
             return []
-        finite = torch.stack([torch.isfinite(p.grad).all() for p in present if p.grad is not None]).tolist()
-        if all(finite):
+        bad = self._agree(torch.stack([~torch.isfinite(_local(g)).all() for _, g in present]))
+        if not bool(bad.any()):
             return []
         names = {id(p): name for name, p in self.model.named_parameters()}
-        return [names.get(id(p), "?") for p, ok in zip(present, finite, strict=True) if not ok]
+        return [names.get(id(p), "?") for (p, _), flag in zip(present, bad.tolist(), strict=True) if flag]
+
+    def _agree(self, flags: Tensor) -> Tensor:
+        """Boolean flags computed on local shards (FSDP), true where any rank's is true."""
+        if not self.parallel.sharded or self.parallel.group is None:
+            return flags
+        (mean,) = all_reduce_mean([flags.double()], self.parallel.group)
+        return mean > 0
 
     def _scaler_overflow(self, gradients: Sequence[Tensor | None]) -> None:
         """Let the scaler see the look-ahead's overflow through its public path: skip and back off."""
@@ -317,7 +324,7 @@ class BalancedOptimizer:
             left = self._left.get(id(p))
             if left is not None and left[1] == g._version and left[0]() is g:
                 continue
-            if bool(g.detach().ne(0).any()):
+            if bool(self._agree(_local(g).detach().ne(0).any())):
                 names = names or {id(q): name for name, q in self.model.named_parameters()}
                 raise ValueError(
                     "gradient accumulation is not supported: parameter "
@@ -341,6 +348,13 @@ class BalancedOptimizer:
         self.balancer.load_state_dict(state["balancer"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This rank's shard of an FSDP (DTensor) gradient; the tensor itself otherwise."""
+    to_local = getattr(tensor, "to_local", None)
+    local: Tensor = to_local() if callable(to_local) else tensor
+    return local
 
 
 def _per_task(values: Tensor) -> Tensor:

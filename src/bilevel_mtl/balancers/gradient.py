@@ -188,12 +188,9 @@ class GradientBalancer(Balancer):
             )
         m = self.num_tasks
         eye = torch.eye(m, dtype=losses.dtype, device=losses.device)
-        (jacobian,) = torch.autograd.grad(
-            losses, rep, grad_outputs=eye, retain_graph=True, allow_unused=True, is_grads_batched=True
-        )
-        if jacobian is None:
-            raise ValueError("the task losses do not depend on the shared module's output in this step")
-        combination = self.combine(jacobian.detach(), losses.detach(), rep.detach())
+        # Through the context: the global batch's gradients under data parallelism, unscaled under AMP.
+        jacobian = context.output_gradients(rep, eye)
+        combination = self.combine(jacobian.detach(), losses.detach(), context.gather_batch(rep.detach()))
         weights = combination.weights.to(losses)
         if combination.direction is None:
             torch.autograd.backward(torch.dot(weights, losses))
@@ -204,12 +201,10 @@ class GradientBalancer(Balancer):
         inner = [p for p in trainable if id(p) in shared_ids]
         updates: list[tuple[Tensor, Tensor | None]] = []
         if others:
-            total = torch.dot(weights, losses)
-            grads = torch.autograd.grad(total, others, retain_graph=True, allow_unused=True)
-            updates += zip(others, grads, strict=True)
+            every = dict(zip(map(id, context.params), context.gradients(weights), strict=True))
+            updates += [(p, every[id(p)]) for p in others]
         if inner:
-            grads = torch.autograd.grad(rep, inner, combination.direction.to(rep), allow_unused=True)
-            updates += zip(inner, grads, strict=True)
+            updates += zip(inner, context.output_vjp(rep, combination.direction, inner), strict=True)
         for param, grad in updates:
             if grad is not None:
                 _accumulate(param, grad)
