@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from reliability_cases import CASE_NAMES, Net, global_batch, shard, train
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import bilevel_mtl as bm
-from reliability_cases import CASE_NAMES, Net, global_batch, shard, train
 
 UNSYNCED_CONTROLS = ["marigold", "marigold_faithful"]
 """Cases also run with ``process_group=None`` (no agreement between ranks): they must diverge."""
@@ -54,7 +54,7 @@ def _batchnorm_buffers(rank: int, world: int, steps: int) -> list[dict[str, torc
     for step in range(steps):
         x, y = shard(global_batch(step), rank, world)
         x, y = x.reshape(-1, 5), y.reshape(-1, 3)
-        record = trainer.step(lambda: ((model(x) - y) ** 2).mean(0))
+        record = trainer.step(lambda x=x, y=y: ((model(x) - y) ** 2).mean(0))
         twin_optimizer.zero_grad()
         (record.weights @ ((twin(x) - y) ** 2).mean(0)).backward()
         twin_optimizer.step()

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from reliability_cases import CASE_NAMES, identical, max_abs_difference, train
 from reliability_workers import UNSYNCED_CONTROLS, data_parallel_rank
 
