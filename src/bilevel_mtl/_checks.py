@@ -23,14 +23,7 @@ class NonFiniteLossError(ValueError):
 
 
 class NonFiniteGradientError(ValueError):
-    """A gradient is NaN or infinite; raised before the optimizer steps.
-
-    ``gradients`` holds the offending gradients (one entry per optimizer parameter).
-    """
-
-    def __init__(self, message: str, gradients: Sequence[Tensor | None] = ()) -> None:
-        super().__init__(message)
-        self.gradients = list(gradients)
+    """A gradient is NaN or infinite; raised before the optimizer steps."""
 
 
 def nonfinite_tasks(losses: Tensor) -> list[int]:

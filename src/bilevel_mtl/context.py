@@ -220,10 +220,8 @@ class StepContext:
             return
         names = {id(p): name[len("model.") :] for p, name in zip(self.params, self._names, strict=True)}
         bad = [names.get(id(p), "?") for (p, _), ok in zip(present, finite, strict=True) if not ok]
-        by_id = {id(p): g for p, g in present}
         raise NonFiniteGradientError(
-            f"the gradient is not finite for parameter(s) {bad}; the step was not taken",
-            gradients=[by_id.get(id(p)) for p in self.params],
+            f"the gradient is not finite for parameter(s) {bad}; the step was not taken"
         )
 
     def losses_at(self, params: Sequence[Tensor] | None = None) -> Tensor:

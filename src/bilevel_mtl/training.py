@@ -170,7 +170,7 @@ class BalancedOptimizer:
         except NonFiniteGradientError as error:
             if self.scaler is None:
                 return self._stop(error, start, values)
-            self._scaler_overflow(error.gradients)
+            self._scaler_overflow()
             return self._skipped(start, values, None, "step: gradient overflow under GradScaler")
         except NonFiniteLossError as error:
             return self._stop(error, start, values)
@@ -255,18 +255,12 @@ class BalancedOptimizer:
         (mean,) = all_reduce_mean([flags.double()], self.parallel.group)
         return mean > 0
 
-    def _scaler_overflow(self, gradients: Sequence[Tensor | None]) -> None:
+    def _scaler_overflow(self) -> None:
         """Let the scaler see the look-ahead's overflow through its public path: skip and back off."""
         assert self.scaler is not None
         self.optimizer.zero_grad(set_to_none=True)
-        marked = False
-        for p, g in zip(self._params, gradients, strict=False):
-            if g is not None:
-                p.grad = g.detach().to(p.dtype).clone()
-                marked = True
-        if not marked:  # no gradient came with the error: mark the overflow on one parameter
-            first = next(p for p in self._params if p.requires_grad)
-            first.grad = torch.full_like(first, float("inf"))
+        marker = next(p for p in self._params if p.requires_grad)
+        marker.grad = torch.full_like(marker, float("inf"))
         self.scaler.unscale_(self.optimizer)
         self.scaler.step(self.optimizer)  # finds the overflow: the optimizer does not step
         self.scaler.update()

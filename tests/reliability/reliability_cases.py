@@ -110,13 +110,24 @@ def shard(batch: tuple[Tensor, Tensor], rank: int, world: int) -> tuple[Tensor, 
     return x[:, rank * per : (rank + 1) * per], y[:, rank * per : (rank + 1) * per]
 
 
-def closure_for(model: nn.Module, x: Tensor, y: Tensor, batches: int) -> Callable[[], Tensor]:
-    """Task losses (MSE per task, > 0): ``[M]`` on all rows, or ``[batches, M]`` one row per sub-batch."""
+def closure_for(
+    model: nn.Module, x: Tensor, y: Tensor, batches: int, autocast: torch.dtype | None = None
+) -> Callable[[], Tensor]:
+    """Task losses (MSE per task, > 0): ``[M]`` on all rows, or ``[batches, M]`` one row per sub-batch.
 
-    def closure() -> Tensor:
+    ``autocast`` runs the forward under ``torch.autocast("cpu", dtype=autocast)``.
+    """
+
+    def losses() -> Tensor:
         if batches == 1:
             return ((model(x.reshape(-1, DIM)) - y.reshape(-1, M)) ** 2).mean(0)
         return torch.stack([((model(x[b]) - y[b]) ** 2).mean(0) for b in range(batches)])
+
+    def closure() -> Tensor:
+        if autocast is None:
+            return losses()
+        with torch.autocast("cpu", dtype=autocast):
+            return losses()
 
     return closure
 
@@ -131,15 +142,17 @@ def train(
     start: dict[str, Any] | None = None,
     save_at: int | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float64,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Train case ``name`` for ``steps`` steps (float64, Adam); return its trajectory.
+    """Train case ``name`` for ``steps`` steps (Adam, ``dtype``); return its trajectory.
 
     ``wrap`` wraps the network (DDP, FSDP); ``start`` is a checkpoint to resume from
     (its ``step`` is the first step to run); ``save_at`` returns the checkpoint taken
     before that step under ``"checkpoint"``.
     """
     torch.manual_seed(0)
-    net = Net().double()
+    net = Net().to(dtype)
     model = net if wrap is None else wrap(net)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     balancer = case(name).build(net)
@@ -162,14 +175,15 @@ def train(
                     "step": step,
                 }
             )
-        x, y = shard(global_batch(step), rank, world)
-        record = trainer.step(closure_for(model, x, y, num_batches(balancer)))
+        x, y = shard(global_batch(step, dtype=dtype), rank, world)
+        record = trainer.step(closure_for(model, x, y, num_batches(balancer), autocast))
         records.append(
             {
                 "weights": record.weights,
                 "losses": record.losses,
                 "losses_after": record.losses_after,
                 "hypergradient": record.hypergradient,
+                "skipped": record.skipped,
             }
         )
     out["records"] = records
