@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from reliability_cases import CASE_NAMES, M, identical, max_abs_difference, train
+from reliability_cases import CASE_NAMES, identical, max_abs_difference, train
 from torch import nn
 
 import bilevel_mtl as bm
