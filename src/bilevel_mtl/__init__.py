@@ -5,7 +5,7 @@ the upper level of a bi-level problem whose lower level is one step of your own
 optimizer, and their hypergradient is estimated without per-task gradients.
 """
 
-from ._checks import NonFiniteLossError
+from ._checks import NonFiniteGradientError, NonFiniteLossError
 from .balancers import LS, Balancer, BalancerOutput, Marigold, UpperUpdate
 from .context import StepContext
 from .criteria import Criterion, FunctionCriterion, MainTaskLoss, WorstCaseDecrement
@@ -27,6 +27,7 @@ __all__ = [
     "LookAhead",
     "MainTaskLoss",
     "Marigold",
+    "NonFiniteGradientError",
     "NonFiniteLossError",
     "Parametrization",
     "PositiveWeights",

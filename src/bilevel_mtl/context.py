@@ -174,7 +174,8 @@ class StepContext:
         grad = all_gather_batch(grad, self._parallel.group, dim=1 if batched else 0)
         if not bool(torch.isfinite(grad).all()):
             raise NonFiniteGradientError(
-                "the gradient with respect to the output is not finite; the step was not taken"
+                "the gradient is not finite for the given output (e.g. the shared module's); "
+                "the step was not taken"
             )
         return grad
 

@@ -125,9 +125,13 @@ class BalancedOptimizer:
     def step(self, closure: Closure) -> StepRecord:
         """One balanced training step on the batch the ``closure`` uses."""
         self._refuse_accumulated_gradients()
+        record = None
         try:
-            return self._step(closure, time.perf_counter())
+            record = self._step(closure, time.perf_counter())
+            return record
         finally:
+            if record is None or record.skipped is not None:
+                self.balancer.discard_step()
             self._left = {
                 id(p): (weakref.ref(g), g._version) for p in self._params if (g := p.grad) is not None
             }

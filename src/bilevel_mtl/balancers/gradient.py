@@ -210,6 +210,9 @@ class GradientBalancer(Balancer):
                 _accumulate(param, grad)
         return BalancerOutput(weights=weights.detach())
 
+    def discard_step(self) -> None:
+        self._captured = []
+
     def remove_hook(self) -> None:
         """Detach the forward hook from the shared module (``representation=True`` only)."""
         if self._hook is not None:

@@ -150,6 +150,9 @@ class Marigold(Balancer):
         torch.autograd.backward(torch.dot(weights, losses))
         return BalancerOutput(weights=weights, upper=update)
 
+    def discard_step(self) -> None:
+        self._pending = None
+
     def _upper_step(self, before: Tensor, hypergradient: Tensor, values: list[Tensor]) -> UpperUpdate:
         """Chain ``hypergradient`` through the parametrization, add the adversary's gradient, step."""
         self.upper_optimizer.zero_grad(set_to_none=True)
