@@ -49,6 +49,7 @@ def _extra(name: str, net: Net) -> dict[str, Any]:
         "stl": {"task": 0},
         "mgda_ub": {"shared": net.trunk},
         "dwa": {"window": 2},  # update its loss history within a short run
+        "sdmgrad": {"lr": 0.1, "num_iterations": 1},  # defaults reach the same vertex from any w here
         "marigold": {"lr": 0.05},
         "marigold_faithful": {"lr": 0.05, "mode": "faithful"},
         "graddrop_representation": {"shared": net.trunk, "representation": True},
@@ -144,12 +145,14 @@ def train(
     trainer_kwargs: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float64,
     autocast: torch.dtype | None = None,
+    restore_balancer: bool = True,
 ) -> dict[str, Any]:
     """Train case ``name`` for ``steps`` steps (Adam, ``dtype``); return its trajectory.
 
     ``wrap`` wraps the network (DDP, FSDP); ``start`` is a checkpoint to resume from
-    (its ``step`` is the first step to run); ``save_at`` returns the checkpoint taken
-    before that step under ``"checkpoint"``.
+    (its ``step`` is the first step to run; ``restore_balancer=False`` leaves the
+    balancer fresh, a control); ``save_at`` returns the checkpoint taken before that
+    step under ``"checkpoint"``.
     """
     torch.manual_seed(0)
     net = Net().to(dtype)
@@ -159,8 +162,12 @@ def train(
     trainer = bm.BalancedOptimizer(model, optimizer, balancer, **(trainer_kwargs or {}))
     first = 0
     if start is not None:
+        start = copy.deepcopy(start)  # load_state_dict aliases tensors, which training then updates
         net.load_state_dict(start["model"])
-        trainer.load_state_dict(start["trainer"])
+        if restore_balancer:
+            trainer.load_state_dict(start["trainer"])
+        else:
+            optimizer.load_state_dict(start["trainer"]["optimizer"])
         torch.set_rng_state(start["rng"])
         first = start["step"]
     records: list[dict[str, Tensor | None]] = []
