@@ -43,7 +43,7 @@ class Net(nn.Module):
         return out
 
 
-def _extra(name: str, net: Net) -> dict[str, Any]:
+def _extra(name: str, net: nn.Module) -> dict[str, Any]:
     """Constructor arguments beyond the defaults, for the entries that need or benefit from one."""
     return {
         "stl": {"task": 0},
@@ -67,9 +67,10 @@ class Case:
     name: str
     simplex: bool
 
-    def build(self, net: Net) -> bm.Balancer:
+    def build(self, net: nn.Module, num_tasks: int = M) -> bm.Balancer:
+        """The balancer for ``num_tasks`` tasks; ``net.trunk`` is the shared module where one is needed."""
         registry_name = VARIANTS.get(self.name, self.name)
-        return build_balancer(registry_name, M, **_extra(self.name, net))
+        return build_balancer(registry_name, num_tasks, **_extra(self.name, net))
 
 
 VARIANTS = {"marigold_faithful": "marigold", "graddrop_representation": "graddrop"}
