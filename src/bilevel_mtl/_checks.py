@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -70,6 +70,11 @@ def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int) -> Tensor:
             )
         vector = losses
     else:
+        if isinstance(losses, str | bytes) or not isinstance(losses, Iterable):
+            raise TypeError(
+                "task losses must be a 1-D tensor or a sequence of scalar tensors, "
+                f"got {type(losses).__name__}"
+            )
         items = list(losses)
         for i, item in enumerate(items):
             if not isinstance(item, Tensor) or item.numel() != 1:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -23,6 +22,8 @@ from .distributed import DataParallel, ProcessGroup, all_reduce_mean
 
 NONFINITE_POLICIES = ("raise", "skip")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+_OWN_GRADIENT = "_bilevel_mtl_step_version"
+"""Attribute set on the ``.grad`` a step leaves: its version counter then (see accumulation)."""
 
 
 class StepRecord(NamedTuple):
@@ -117,7 +118,6 @@ class BalancedOptimizer:
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         self.parallel = DataParallel.of(model, process_group)
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
-        self._left: dict[int, tuple[weakref.ref[Tensor], int]] = {}
 
     def _devices(self) -> list[torch.device]:
         return sorted({p.device for p in self.model.parameters()}, key=str)
@@ -132,14 +132,15 @@ class BalancedOptimizer:
         finally:
             if record is None or record.skipped is not None:
                 self.balancer.discard_step()
-            self._left = {
-                id(p): (weakref.ref(g), g._version) for p in self._params if (g := p.grad) is not None
-            }
+            for p in self._params:
+                if p.grad is not None:  # mark the step's own gradients (any trainer recognises them)
+                    setattr(p.grad, _OWN_GRADIENT, p.grad._version)
 
     def _step(self, closure: Closure, start: float) -> StepRecord:
         self.optimizer.zero_grad(set_to_none=True)
-        rng_before = RngSnapshot(self._devices())
-        local, values = self._closure_losses(closure())
+        devices = self._devices()
+        rng_before = RngSnapshot(devices)
+        local, values = self._closure_losses(_on_devices(closure(), devices))
         ranks = "" if self.parallel.group is None else f" (mean over {self.parallel.world_size} ranks)"
         try:
             check_finite_losses(values, ranks)
@@ -319,8 +320,7 @@ class BalancedOptimizer:
             g = p.grad
             if g is None:
                 continue
-            left = self._left.get(id(p))
-            if left is not None and left[1] == g._version and left[0]() is g:
+            if getattr(g, _OWN_GRADIENT, None) == g._version:  # left by a step, unmodified since
                 continue
             if bool(self._agree(_local(g).detach().ne(0).any())):
                 names = names or {id(q): name for name, q in self.model.named_parameters()}
@@ -346,6 +346,18 @@ class BalancedOptimizer:
         self.balancer.load_state_dict(state["balancer"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+
+
+def _on_devices(raw: Tensor | Sequence[Tensor], devices: Sequence[torch.device]) -> Tensor | Sequence[Tensor]:
+    """``raw`` if its tensors are on one device that holds model parameters, else ``ValueError``."""
+    items = [raw] if isinstance(raw, Tensor) else raw if isinstance(raw, list | tuple) else []
+    found = sorted({str(t.device) for t in items if isinstance(t, Tensor)})
+    if len(found) > 1 or (found and found[0] not in {str(d) for d in devices}):
+        raise ValueError(
+            f"the task losses are on {found} but the model's parameters are on "
+            f"{sorted(str(d) for d in devices)}: compute the losses on the model's device"
+        )
+    return raw
 
 
 def _local(tensor: Tensor) -> Tensor:
