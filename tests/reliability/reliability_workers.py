@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +70,11 @@ def _batchnorm_buffers(rank: int, world: int, steps: int) -> list[dict[str, torc
     return out
 
 
-def data_parallel_rank(rank: int, world: int, init_file: str, out_dir: str, steps: int) -> None:
-    """One rank: every case under DDP and under FSDP2, plus the unsynchronized controls."""
+def data_parallel_rank(
+    rank: int, world: int, init_file: str, out_dir: str, steps: int, tutorial: str, port: int
+) -> None:
+    """One rank: every case under DDP and under FSDP2, the unsynchronized controls, then the
+    tutorial's script as ``torchrun`` would start it (its environment variables, ``env://``)."""
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
@@ -88,3 +94,13 @@ def data_parallel_rank(rank: int, world: int, init_file: str, out_dir: str, step
     results["batchnorm"] = {"buffers": _batchnorm_buffers(rank, world, steps)}
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    with open(Path(out_dir) / f"tutorial{rank}.txt", "w") as out, contextlib.redirect_stdout(out):
+        runpy.run_path(tutorial, run_name="__main__")

@@ -10,6 +10,8 @@ MARIGOLD's hypergradient, whose 1/r = 1e3 factor multiplies 1e-15 rounding diffe
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,29 @@ FSDP_SUPPORTED = LOSS_ONLY | {"marigold"}
 """Balancers that need only losses (no per-task gradient, no virtual look-ahead): FSDP works."""
 
 
+TUTORIAL = Path(__file__).parents[2] / "docs" / "tutorials" / "ddp.md"
+
+
+def _tutorial_script(folder: Path) -> Path:
+    """The script of the DDP tutorial, as a file."""
+    match = re.search(r"```python\n(# train_ddp\.py.*?)```", TUTORIAL.read_text(), re.DOTALL)
+    assert match, "the tutorial's script block was not found"
+    path = folder / "train_ddp.py"
+    path.write_text(match.group(1))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def _run(folder: Path) -> list[dict[str, Any]]:
-    mp.spawn(data_parallel_rank, args=(WORLD, str(folder / "init"), str(folder), STEPS), nprocs=WORLD)
+    script = _tutorial_script(folder)
+    args = (WORLD, str(folder / "init"), str(folder), STEPS, str(script), _free_port())
+    mp.spawn(data_parallel_rank, args=args, nprocs=WORLD)
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
@@ -64,7 +87,8 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path: Path) ->
     * control: with ``process_group=None`` (no agreement) MARIGOLD's ranks diverge, so the
       comparison has teeth;
     * faithful MARIGOLD's extra forwards leave DDP's BatchNorm buffers as plain DDP does
-      (no broadcast, no update).
+      (no broadcast, no update);
+    * the script of ``docs/tutorials/ddp.md`` runs as ``torchrun`` starts it.
     """
     ranks = _run(tmp_path)
     single = {name: train(name, STEPS) for name in CASE_NAMES}
@@ -93,4 +117,7 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path: Path) ->
         ranks[0]["batchnorm"]["buffers"][0]["model"], ranks[1]["batchnorm"]["buffers"][0]["model"]
     ):
         problems.append("batchnorm: the shards should give different local buffers")
+    printed = (tmp_path / "tutorial0.txt").read_text()
+    if "epoch 1: losses" not in printed:
+        problems.append(f"tutorial: rank 0 printed {printed!r}")
     assert not [p for p in problems if p], "\n".join(p for p in problems if p)
