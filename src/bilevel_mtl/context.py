@@ -36,8 +36,7 @@ class _ClosureModule(nn.Module):
     def __init__(self, model: nn.Module, closure: Closure) -> None:
         super().__init__()
         self.model = model
-        # In a tuple, so that a closure that is itself a module (``closure=model``) is not
-        # registered a second time: functional_call would then restore tied copies wrongly.
+        # Kept out of the module tree: the closure may itself be a module (often the model).
         self._closure = (closure,)
 
     def forward(self) -> Tensor | Sequence[Tensor]:

@@ -101,7 +101,7 @@ def test_perturbed_mode_works_with_any_optimizer() -> None:
 
 def test_low_level_misuse_is_explained() -> None:
     with pytest.raises(RuntimeError, match="BalancedOptimizer"):
-        bm.Marigold(2).weights(torch.ones(2))
+        bm.Marigold(2, mode="faithful").weights(torch.ones(2))
     with pytest.raises(RuntimeError, match="must follow weights"):
         bm.Marigold(2, mode="perturbed").observe(torch.ones(2))
 
