@@ -1,36 +1,4 @@
-r"""The base of the balancers that combine per-task gradients (MGDA, PCGrad, CAGrad, ...).
-
-Each such balancer turns the task-gradient matrix :math:`G\in\mathbb{R}^{m\times d}` (row
-``i`` is :math:`\nabla f_i`) into a :class:`Combination`: task weights ``w`` and, for the
-few rules that are not a linear combination of the current rows (GradDrop, MoCo, the
-multi-batch rules), an explicit update direction. The rule itself is a pure function in
-the method's module, testable on its own; the balancer only gathers ``G`` and writes
-``.grad``.
-
-Which parameters the rule sees (``shared``):
-
-* ``shared=None`` (default): every trainable parameter of the optimizer. ``G`` comes
-  from one batched backward (``StepContext.gradients(torch.eye(m))``), never ``m``
-  separate passes.
-* ``shared=module`` (e.g. the encoder): the rule sees only that module's parameters.
-  Every other parameter (task heads) gets the gradient of :math:`\sum_i w_i f_i` with
-  the same weights, read from the same batched backward. For a weight rule the update
-  of *every* parameter is then exactly :math:`\nabla_\theta\, w^\top f`: ``shared`` only
-  chooses which columns of the Jacobian the weights are computed from, and LS is
-  recovered exactly when ``w = 1/m``. (LibMTL and TorchJD's ``mtl_backward`` give each
-  head its own unweighted loss gradient instead; Nash-MTL's and Sener's code use the
-  weighted sum as here.)
-* ``shared=module, representation=True``: the rule sees the gradients with respect to
-  the module's *output* ``z`` (MGDA-UB, Sener & Koltun 2018; GradDrop's layer): one
-  batched backward through the heads only (:math:`m\times|z|` numbers), then one
-  ordinary backward of :math:`w^\top f`. The output is captured by a forward hook on the
-  module during the closure, so the closure API is unchanged; the module must return
-  one tensor and run once in the forward that produces the losses (other calls, e.g. an
-  evaluation between steps, are recognised as not feeding the losses and ignored).
-
-Gradient balancers need the step's autograd graph: train with
-:class:`~bilevel_mtl.BalancedOptimizer` (their :meth:`weights` raises).
-"""
+"""The base of the balancers that combine per-task gradients (MGDA, PCGrad, CAGrad, ...)."""
 
 from __future__ import annotations
 
@@ -74,7 +42,44 @@ class _CaptureOutput:
 
 
 class GradientBalancer(Balancer):
-    """Base of the balancers built on the per-task gradient matrix (see the module docstring)."""
+    r"""Base of the balancers built on the per-task gradient matrix.
+
+    Each such balancer turns the task-gradient matrix :math:`G\in\mathbb{R}^{m\times d}` (row
+    ``i`` is :math:`\nabla f_i`) into a :class:`Combination`: task weights ``w`` and, for the
+    few rules that are not a linear combination of the current rows (GradDrop, MoCo, the
+    multi-batch rules), an explicit update direction. The rule itself is a pure function in
+    the method's module, testable on its own; the balancer only gathers ``G`` and writes
+    ``.grad``.
+
+    Which parameters the rule sees (``shared``):
+
+    * ``shared=None`` (default): every trainable parameter of the optimizer. ``G`` comes
+      from one batched backward (``StepContext.gradients(torch.eye(m))``), never ``m``
+      separate passes.
+    * ``shared=module`` (e.g. the encoder): the rule sees only that module's parameters.
+      Every other parameter (task heads) gets the gradient of :math:`\sum_i w_i f_i` with
+      the same weights, read from the same batched backward. For a weight rule the update
+      of *every* parameter is then exactly :math:`\nabla_\theta\, w^\top f`: ``shared`` only
+      chooses which columns of the Jacobian the weights are computed from, and LS is
+      recovered exactly when ``w = 1/m``. (LibMTL and TorchJD's ``mtl_backward`` give each
+      head its own unweighted loss gradient instead; Nash-MTL's and Sener's code use the
+      weighted sum as here.)
+    * ``shared=module, representation=True``: the rule sees the gradients with respect to
+      the module's *output* ``z`` (MGDA-UB, Sener & Koltun 2018; GradDrop's layer): one
+      batched backward through the heads only (:math:`m\times|z|` numbers), then one
+      ordinary backward of :math:`w^\top f`. The output is captured by a forward hook on the
+      module during the closure, so the closure API is unchanged; the module must return
+      one tensor and run once in the forward that produces the losses (other calls, e.g. an
+      evaluation between steps, are recognised as not feeding the losses and ignored).
+
+    Rules that need independent batches (MoDo, SDMGrad: ``num_batches = 3``) take a
+    closure returning ``[b, m]`` losses, one row per batch; the rule gets ``[b, m, d]``
+    and the parameters outside ``shared`` get the gradient of :math:`w^\top` (the rows'
+    mean loss). ``.grad`` is accumulated, as ``backward()`` does.
+
+    Gradient balancers need the step's autograd graph: train with
+    :class:`~bilevel_mtl.BalancedOptimizer` (their :meth:`weights` raises).
+    """
 
     supports_representation: ClassVar[bool] = True
     """Whether the rule may run on representation gradients (``representation=True``)."""
