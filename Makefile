@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: demo test lint ci
+.PHONY: demo test lint docs ci
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ demo: $(BIN)/python  ## the main job: LS and MARIGOLD side by side
 	$(BIN)/bilevel-mtl demo
 
 test: $(BIN)/python  ## the test suite
-	$(INSTALL) -e ".[test]"
+	$(INSTALL) -e ".[test,bench]"
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(BIN)/python  ## ruff and mypy (strict on the package)
@@ -24,4 +24,8 @@ lint: $(BIN)/python  ## ruff and mypy (strict on the package)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-ci: lint test
+docs: $(BIN)/python  ## the documentation: warnings are errors, examples run
+	$(INSTALL) -e ".[docs]"
+	PYTHON=$(BIN)/python scripts/build_docs.sh
+
+ci: lint test docs

@@ -7,7 +7,9 @@ import importlib
 from collections.abc import Sequence
 
 # Benchmark suites: name -> module exposing ``configure(parser)`` and ``run(args) -> int``.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "data": "bilevel_mtl.bench.prepare",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

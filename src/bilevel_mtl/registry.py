@@ -40,7 +40,19 @@ from .balancers import (
     SDMGrad,
 )
 
+#: The cost classes, per step and beyond LS's one forward and one backward.
 COST_CLASSES = ("loss-only O(1)", "O(d)", "O(m·d)")
+
+__all__ = [
+    "BALANCERS",
+    "COST_CLASSES",
+    "ESTIMATORS",
+    "MethodInfo",
+    "build_balancer",
+    "build_estimator",
+    "format_table",
+    "method_table",
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class MethodInfo:
         return factory
 
     def as_dict(self) -> dict[str, str]:
+        """The entry as strings (what ``bilevel-mtl list --json`` prints)."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -91,6 +104,7 @@ _O1, _OD, _OMD = COST_CLASSES
 _SHARED = "shared=<encoder module> (optional: restricts the rule to its parameters)"
 _THREE = "closure returns [3, m] losses of 3 independent batches"
 
+#: Every balancer by name.
 BALANCERS: dict[str, MethodInfo] = {
     info.name: info
     for info in (
@@ -207,6 +221,7 @@ BALANCERS: dict[str, MethodInfo] = {
     )
 }
 
+#: Every hypergradient estimator by name.
 ESTIMATORS: dict[str, MethodInfo] = {
     "single_point": MethodInfo(
         "single_point",

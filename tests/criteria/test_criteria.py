@@ -50,11 +50,11 @@ def test_main_task_loss_uses_only_the_main_tasks() -> None:
     before, after = _losses(4, 1)
     after.requires_grad_(True)
     value = MainTaskLoss(4, main=[0, 2])(before, after)
-    torch.testing.assert_close(value, (after[0] + after[2]) / 2)
+    torch.testing.assert_close(value, (after[0] - before[0] + after[2] - before[2]) / 2)
     (grad,) = torch.autograd.grad(value, after)
     torch.testing.assert_close(grad, torch.tensor([0.5, 0, 0.5, 0], dtype=torch.float64))
     weighted = MainTaskLoss(4, coefficients=[1.0, 0.0, 0.0, 3.0])(before, after)
-    torch.testing.assert_close(weighted, after[0] + 3 * after[3])
+    torch.testing.assert_close(weighted, after[0] - before[0] + 3 * (after[3] - before[3]))
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,8 @@ def project_simplex(v: Tensor) -> Tensor:
     to every entry), so that the largest entry is always in the support, whatever the
     magnitude of ``v`` (at 1e20, ``u - 1`` would round back to ``u``).
     """
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"cannot project non-finite weights {v.tolist()} on the simplex")
     v = v - v.max()
     u, _ = torch.sort(v, descending=True)
     cumulative = torch.cumsum(u, 0) - 1
@@ -52,11 +54,12 @@ def min_norm_weights(gram: Tensor, tol: float = 1e-12, max_iter: int | None = No
     :math:`(Kw)_j \ge w^\top K w` holds for all ``j`` within ``tol`` times the largest
     squared gradient norm.
     """
-    k = gram.to(torch.float64)
+    k = gram.to("cpu", torch.float64)  # a small m × m problem with scalar control flow
     m = k.shape[0]
     scale = float(k.diagonal().max())
     if scale <= 0:
-        return torch.full((m,), 1.0 / m, dtype=torch.float64, device=k.device)
+        return torch.full((m,), 1.0 / m, dtype=torch.float64, device=gram.device)
+    k = k / scale
     limit = max_iter if max_iter is not None else 50 * m + 100
     corral = [int(k.diagonal().argmin())]
     lam = torch.zeros(m, dtype=torch.float64, device=k.device)
@@ -64,7 +67,7 @@ def min_norm_weights(gram: Tensor, tol: float = 1e-12, max_iter: int | None = No
     for _ in range(limit):
         kw = k @ lam
         j = int(kw.argmin())
-        if float(lam @ kw) - float(kw[j]) <= tol * scale or j in corral:
+        if float(lam @ kw) - float(kw[j]) <= tol or j in corral:
             break
         corral.append(j)
         for _ in range(limit):
@@ -81,7 +84,7 @@ def min_norm_weights(gram: Tensor, tol: float = 1e-12, max_iter: int | None = No
             lam[corral] = new.clamp(min=0)
             corral = [i for i, value in zip(corral, new.tolist(), strict=True) if value > 1e-15]
             lam /= lam.sum()
-    return lam
+    return lam.to(gram.device)
 
 
 def _affine_minimizer(k: Tensor, corral: list[int]) -> Tensor:

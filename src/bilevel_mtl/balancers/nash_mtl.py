@@ -7,39 +7,48 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._simplex import check_jacobian, gramian
+from ._simplex import check_jacobian, gramian, min_norm_weights
 from .gradient import Combination, GradientBalancer
 
 
-def nash_bargaining(gram: Tensor, tol: float = 1e-10, max_iter: int = 100) -> Tensor:
+def nash_bargaining(
+    gram: Tensor, tol: float = 1e-10, max_iter: int = 100, stationary_tol: float = 1e-8
+) -> Tensor:
     r"""The :math:`\alpha > 0` with :math:`\alpha_i (K\alpha)_i = 1` for all ``i`` (``gram`` = ``K``).
 
     It is the unique minimiser of the strictly convex
     :math:`\psi(\alpha)=\tfrac12\alpha^\top K\alpha-\sum_i\log\alpha_i`
     (:math:`\nabla\psi = K\alpha - 1/\alpha`), found by damped Newton steps kept inside
-    :math:`\alpha>0`, until :math:`\max_i|\alpha_i(K\alpha)_i-1|\le` ``tol``. Tasks with a
-    zero gradient get :math:`\alpha_i=0` (no bargaining solution involves them). When
-    the gradients are Pareto-stationary (:math:`K\alpha=0` for some :math:`\alpha\ge0`)
-    no solution exists; the iterate after ``max_iter`` steps is returned.
+    :math:`\alpha>0`, until :math:`\max_i|\alpha_i(K\alpha)_i-1|\le` ``tol`` (beyond the
+    round-off of :math:`K\alpha`, which dominates near Pareto-stationary points). Tasks with a
+    zero gradient get :math:`\alpha_i=0` (no bargaining solution involves them). A solution
+    exists iff 0 is not in the convex hull of the gradients; when the hull's min-norm
+    point is shorter than ``stationary_tol`` times the longest gradient (Pareto-stationary:
+    no direction improves every task) all :math:`\alpha_i` are 0.
     """
-    k = gram.to(torch.float64)
+    k = gram.to("cpu", torch.float64)  # a small m × m problem with scalar control flow
     m = k.shape[0]
     diag = k.diagonal()
-    alpha = torch.zeros(m, dtype=torch.float64, device=k.device)
+    alpha = torch.zeros(m, dtype=torch.float64, device=gram.device)
     largest = float(diag.max()) if m else 0.0
     if largest <= 0:
         return alpha
     active = diag > 1e-12 * largest
     ka = k[active][:, active]
+    hull = min_norm_weights(ka)
+    if float(hull @ ka @ hull) <= stationary_tol**2 * largest:
+        return alpha
     x = diag[active].rsqrt()
     x = x * math.sqrt(x.numel() / float(x @ ka @ x))
 
     def psi(v: Tensor) -> float:
         return 0.5 * float(v @ ka @ v) - float(v.log().sum())
 
+    magnitude = ka.abs()
     for _ in range(max_iter):
         kx = ka @ x
-        if float((x * kx - 1).abs().max()) <= tol:
+        roundoff = 4 * x.numel() * torch.finfo(torch.float64).eps * x * (magnitude @ x)
+        if float(((x * kx - 1).abs() - roundoff).max()) <= tol:
             break
         grad = kx - 1 / x
         step = -torch.linalg.solve(ka + torch.diag(x.pow(-2)), grad)
@@ -48,10 +57,13 @@ def nash_bargaining(gram: Tensor, tol: float = 1e-10, max_iter: int = 100) -> Te
         if bool(shrinking.any()):
             t = min(1.0, 0.99 * float((-x[shrinking] / step[shrinking]).min()))
         start, slope = psi(x), float(grad @ step)
-        while t > 1e-12 and psi(x + t * step) > start + 1e-4 * t * slope:
+        slack = 1e-13 * (1 + abs(start))
+        while t > 1e-8 and psi(x + t * step) > start + 1e-4 * t * slope + slack:
             t /= 2
+        if t <= 1e-8:
+            break
         x = x + t * step
-    alpha[active] = x
+    alpha[active.to(gram.device)] = x.to(gram.device)
     return alpha
 
 

@@ -23,7 +23,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-from scipy.optimize import minimize_scalar
 from torch import Tensor, nn
 
 CAGRAD_STARTS: tuple[tuple[float, float], ...] = ((-8.5, 7.5), (-8.5, -5.0), (9.0, 9.0))
@@ -107,20 +106,25 @@ def pareto_front(num: int = 101, scale: float = 1.0) -> Tensor:
     r"""``num`` points ``[num, 2]`` of the Pareto set, one per trade-off :math:`\lambda\in[0,1]`.
 
     Each minimises :math:`\lambda f_1+(1-\lambda) f_2` over the lower half plane: in
-    :math:`x_1` in closed form (both losses are quadratic there), in :math:`x_2` by a
-    bounded scalar search. Pass them to :func:`toy_losses` for the Pareto front.
+    :math:`x_1` in closed form (both losses are quadratic there), in :math:`x_2\in[-20,0]`
+    by a golden-section search run for all trade-offs at once (to ~1e-12). Pass them to
+    :func:`toy_losses` for the Pareto front.
     """
     if num < 2:
         raise ValueError(f"num must be at least 2, got {num}")
-    points = []
-    for lam in torch.linspace(0.0, 1.0, num, dtype=torch.float64).tolist():
-        a, b = lam * scale, 1.0 - lam
-        x1 = 7.0 * (a - b) / (a + b)
+    lam = torch.linspace(0.0, 1.0, num, dtype=torch.float64)
+    a, b = lam * scale, 1.0 - lam
+    x1 = 7.0 * (a - b) / (a + b)
 
-        def weighted(x2: float, x1: float = x1, a: float = a, b: float = b) -> float:
-            losses = toy_losses(torch.tensor([x1, x2], dtype=torch.float64), 1.0)
-            return float(a * losses[0] + b * losses[1])
+    def weighted(x2: Tensor) -> Tensor:
+        losses = toy_losses(torch.stack([x1, x2], dim=-1), 1.0)
+        return a * losses[:, 0] + b * losses[:, 1]
 
-        result = minimize_scalar(weighted, bounds=(-20.0, 0.0), method="bounded", options={"xatol": 1e-10})
-        points.append((x1, float(result.x)))
-    return torch.tensor(points, dtype=torch.float64)
+    ratio = (math.sqrt(5) - 1) / 2
+    low, high = torch.full_like(x1, -20.0), torch.zeros_like(x1)
+    for _ in range(80):
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        keep_left = weighted(left) < weighted(right)
+        high = torch.where(keep_left, right, high)
+        low = torch.where(keep_left, low, left)
+    return torch.stack([x1, (low + high) / 2], dim=1)
