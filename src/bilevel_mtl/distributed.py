@@ -34,6 +34,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ._surrogate import surrogate_losses
 
+__all__ = ["DataParallel", "all_gather_batch", "all_reduce_gradients", "all_reduce_mean", "global_losses"]
+
 ProcessGroup = Any
 """``torch.distributed.ProcessGroup`` (kept loose: torch may be built without distributed)."""
 
@@ -91,6 +93,7 @@ class DataParallel:
 
     @property
     def world_size(self) -> int:
+        """The number of ranks in :attr:`group` (1 on a single process)."""
         return 1 if self.group is None else int(torch.distributed.get_world_size(self.group))
 
     def refuse_sharded(self, what: str) -> None:
