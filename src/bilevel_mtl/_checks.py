@@ -34,6 +34,21 @@ def nonfinite_tasks(losses: Tensor) -> list[int]:
     return [i for i, ok in enumerate(finite.tolist()) if not ok]
 
 
+def nonfinite_flags(tensors: Sequence[Tensor]) -> Tensor:
+    """Boolean ``[len(tensors)]``: which tensors hold a NaN or an infinity.
+
+    Fast path: one sum per tensor (NaN and inf propagate through a sum, and a sum is ~10x
+    faster than ``isfinite().all()`` on CPU); only when a sum is not finite is that tensor
+    checked element by element, so a sum that merely overflows is not a false alarm.
+    """
+    if not tensors:
+        return torch.zeros(0, dtype=torch.bool)
+    flags = ~torch.isfinite(torch.stack([t.detach().sum().float() for t in tensors]))
+    for i in flags.nonzero().flatten().tolist():
+        flags[i] = not bool(torch.isfinite(tensors[i].detach()).all())
+    return flags
+
+
 NOTHING_MODIFIED = "the step was not taken and nothing was modified"
 
 

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ._checks import NonFiniteGradientError, NonFiniteLossError, as_loss_vector, check_finite_losses
+from ._checks import (
+    NonFiniteGradientError,
+    NonFiniteLossError,
+    as_loss_vector,
+    check_finite_losses,
+    nonfinite_flags,
+)
 from .distributed import DataParallel, all_gather_batch, all_reduce_gradients, all_reduce_mean
 from .lookahead import LookAhead
 
@@ -172,7 +178,7 @@ class StepContext:
             raise ValueError("the task losses do not depend on this output in this step")
         grad = self._unscale(grad) / self._parallel.world_size
         grad = all_gather_batch(grad, self._parallel.group, dim=1 if batched else 0)
-        if not bool(torch.isfinite(grad).all()):
+        if bool(nonfinite_flags([grad]).any()):
             raise NonFiniteGradientError(
                 "the gradient is not finite for the given output (e.g. the shared module's); "
                 "the step was not taken"
@@ -216,7 +222,7 @@ class StepContext:
         present = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
         if not present:
             return
-        finite = torch.stack([torch.isfinite(g.detach()).all() for _, g in present]).tolist()
+        finite = (~nonfinite_flags([g for _, g in present])).tolist()
         if all(finite):
             return
         names = {id(p): name[len("model.") :] for p, name in zip(self.params, self._names, strict=True)}

@@ -14,6 +14,7 @@ from ._checks import (
     NonFiniteLossError,
     check_choice,
     check_finite_losses,
+    nonfinite_flags,
 )
 from ._surrogate import BackwardCounter, surrogate_losses
 from .balancers import Balancer
@@ -247,7 +248,7 @@ class BalancedOptimizer:
         present = [(p, g) for p in self._params if (g := p.grad) is not None]
         if not present:
             return []
-        bad = self._agree(torch.stack([~torch.isfinite(_local(g)).all() for _, g in present]))
+        bad = self._agree(nonfinite_flags([_local(g) for _, g in present]))
         if not bool(bad.any()):
             return []
         names = {id(p): name for name, p in self.model.named_parameters()}

@@ -156,3 +156,13 @@ def test_nonfinite_losses_after_a_look_ahead_or_a_step(name: str, policy: str) -
     assert all(bool(torch.isfinite(v).all()) for v in net.state_dict().values())
     assert identical(_tensors(trainer.balancer.state_dict()), saved[2]), "the balancer's update was skipped"
     assert trainer.step(closure()).skipped is None
+
+
+def test_nonfinite_flags_find_nan_and_inf_but_not_a_sum_that_overflows() -> None:
+    from bilevel_mtl._checks import nonfinite_flags
+
+    big = torch.full((4,), 3e38)  # finite float32 values whose sum overflows to inf
+    nan, inf = torch.tensor([1.0, float("nan")]), torch.tensor([float("-inf"), 2.0])
+    opposite = torch.tensor([float("inf"), float("-inf")])  # sums to NaN
+    flags = nonfinite_flags([big, torch.ones(3), nan, inf, opposite])
+    assert flags.tolist() == [False, False, True, True, True]
