@@ -70,6 +70,22 @@ def _batchnorm_buffers(rank: int, world: int, steps: int) -> list[dict[str, torc
     return out
 
 
+def _uneven_representation(rank: int) -> str:
+    """MGDA-UB with shards of 4 and 6 samples: every rank must refuse (not hang)."""
+    torch.manual_seed(0)
+    net = Net().double()
+    model = DistributedDataParallel(net)
+    balancer = bm.MGDA(3, shared=net.trunk, representation=True)
+    trainer = bm.BalancedOptimizer(model, torch.optim.Adam(model.parameters()), balancer)
+    x, y = global_batch(0)
+    size = 4 + 2 * rank
+    try:
+        trainer.step(lambda: ((model(x[0, :size]) - y[0, :size]) ** 2).mean(0))
+    except ValueError as error:
+        return str(error)
+    return "no error"
+
+
 def data_parallel_rank(
     rank: int, world: int, init_file: str, out_dir: str, steps: int, tutorial: str, port: int
 ) -> None:
@@ -92,6 +108,7 @@ def data_parallel_rank(
             name, steps, rank, world, wrap=DistributedDataParallel, trainer_kwargs={"process_group": None}
         )
     results["batchnorm"] = {"buffers": _batchnorm_buffers(rank, world, steps)}
+    results["uneven"] = {"mgda_ub": _uneven_representation(rank)}
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
     os.environ.update(

@@ -88,6 +88,7 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path: Path) ->
       comparison has teeth;
     * faithful MARIGOLD's extra forwards leave DDP's BatchNorm buffers as plain DDP does
       (no broadcast, no update);
+    * representation rules refuse uneven shards on every rank (no rank left waiting);
     * the script of ``docs/tutorials/ddp.md`` runs as ``torchrun`` starts it.
     """
     ranks = _run(tmp_path)
@@ -117,6 +118,9 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path: Path) ->
         ranks[0]["batchnorm"]["buffers"][0]["model"], ranks[1]["batchnorm"]["buffers"][0]["model"]
     ):
         problems.append("batchnorm: the shards should give different local buffers")
+    for rank, result in enumerate(ranks):
+        if "same batch size on every rank" not in result["uneven"]["mgda_ub"]:
+            problems.append(f"uneven shards, rank {rank}: {result['uneven']['mgda_ub']}")
     printed = (tmp_path / "tutorial0.txt").read_text()
     if "epoch 1: losses" not in printed:
         problems.append(f"tutorial: rank 0 printed {printed!r}")
