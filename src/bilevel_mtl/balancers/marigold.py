@@ -11,7 +11,7 @@ from torch import Tensor
 from .._checks import check_choice, check_positive
 from ..context import StepContext
 from ..criteria import Criterion, WorstCaseDecrement
-from ..estimators import Estimator, SinglePoint, UpperObjective
+from ..estimators import Estimator, SinglePoint, UpperObjective, ZerothOrder
 from ..parametrizations import Parametrization, ScaledSoftmax
 from .base import Balancer, BalancerOutput, UpperUpdate
 
@@ -77,6 +77,16 @@ class Marigold(Balancer):
             raise ValueError(
                 f"parametrization is for {self.parametrization.num_tasks} tasks, not {num_tasks}"
             )
+        if (
+            isinstance(self.estimator, ZerothOrder)
+            and not self.parametrization.on_simplex
+            and (self.estimator.directions == "tangent" or self.estimator.space == "logits")
+        ):
+            raise ValueError(
+                f"{self.estimator!r} only estimates the gradient along the simplex, but "
+                f"{type(self.parametrization).__name__} weights are not on the simplex; use "
+                "directions='sphere' and space='weights' or 'log-weights'"
+            )
         if self.mode == "perturbed" and not (
             isinstance(self.estimator, SinglePoint) and self.estimator.num_directions == 1
         ):
@@ -88,7 +98,7 @@ class Marigold(Balancer):
         self.generator = torch.Generator().manual_seed(seed)
         factory = upper_optimizer or (lambda groups: torch.optim.Adam(groups, lr=self.lr))
         self.upper_optimizer = factory(self._upper_groups())
-        self._pending: tuple[Tensor, Tensor] | None = None
+        self._pending: tuple[Tensor, Tensor, Tensor] | None = None
 
     def _upper_groups(self) -> list[dict[str, Any]]:
         def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
@@ -114,18 +124,18 @@ class Marigold(Balancer):
         lam: Tensor = self.parametrization(before).detach()
         assert isinstance(self.estimator, SinglePoint)
         direction = self.estimator.sample(lam, self.generator)
-        self._pending = (before, direction)
-        return lam + self.estimator.radius * direction[0]
+        self._pending = (before, direction, lam)
+        return self.estimator.points(lam, direction)[0]
 
     def observe(self, losses_after: Tensor) -> UpperUpdate:
         """Perturbed mode: the upper update from the losses after the perturbed step."""
         if self._pending is None:
             raise RuntimeError("observe() must follow weights() of the same step")
-        before, direction = self._pending
+        before, direction, lam = self._pending
         after = self.check_losses(losses_after).detach().to(before)
         value = self.criterion(before, after)
         assert isinstance(self.estimator, SinglePoint)
-        hypergradient = self.estimator.combine(direction, value.detach()[None])
+        hypergradient = self.estimator.combine(direction, value.detach()[None], lam)
         update = self._upper_step(before, hypergradient, [value])
         self._pending = None
         return update
