@@ -136,6 +136,12 @@ class ZerothOrder(Estimator):
 
     def samples(self, directions: Tensor, values: Tensor, weights: Tensor | None = None) -> Tensor:
         """One weights-space estimate per direction, shape ``[k, m]`` (``weights`` for the log spaces)."""
+        expected = directions.shape[0] * self.evaluations_per_direction + self.shared_evaluations
+        if values.numel() != expected:
+            raise ValueError(
+                f"{type(self).__name__} needs {expected} values of Φ for {directions.shape[0]} "
+                f"direction(s) (in the order of points()), got {values.numel()}"
+            )
         coef = self.coefficients(values.to(directions).reshape(-1), directions)
         estimates = coef[:, None] * directions
         if self.space == "weights":
