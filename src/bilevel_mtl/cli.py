@@ -7,7 +7,9 @@ import importlib
 from collections.abc import Sequence
 
 # Benchmark suites: name -> module exposing ``configure(parser)`` and ``run(args) -> int``.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "estimators": "bilevel_mtl.bench.estimators",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,8 @@ def step_context(model: nn.Module, optimizer: torch.optim.Optimizer, closure: Cl
 
 
 def lookahead_objective(criterion: Criterion, context: StepContext) -> UpperObjective:
-    """Φ(w) = R(f(θ), f(A(w, θ))) exactly as Marigold(mode='faithful') builds it."""
+    """Φ(w) = R(f(θ), f(A(w, θ))), built from the public pieces exactly as documented for
+    :meth:`UpperObjective.lookahead` (kept separate so the tests do not trust that helper)."""
     lookahead = context.lookahead
 
     def losses_after(w: Tensor) -> Tensor:

@@ -196,3 +196,12 @@ def test_estimators_through_the_step_need_the_context() -> None:
         Unrolled(steps=0)
     with pytest.raises(ValueError, match="eps_root"):
         Exact(eps_root=-1.0)
+
+
+def test_the_lookahead_objective_helper_is_the_documented_composition() -> None:
+    model, opt, closure = mlp_problem(3, dropout=0.3, seed=7)
+    context = step_context(model, opt, closure)
+    criterion = random_adversary(WorstCaseDecrement(3).double(), 7)
+    mine, helper = lookahead_objective(criterion, context), UpperObjective.lookahead(criterion, context)
+    for w in (LAM, torch.tensor([0.1, 0.1, 0.8], dtype=torch.float64)):
+        assert float(mine(w)) == float(helper(w))

@@ -144,12 +144,7 @@ class Marigold(Balancer):
         if self.mode == "perturbed":
             return super().backward(losses, context)
         before = losses.detach()
-        lookahead = context.lookahead
-
-        def losses_after(w: Tensor) -> Tensor:
-            return context.losses_at(lookahead.step(context.gradients(w)).params)
-
-        objective = UpperObjective(self.criterion, before, losses_after, context)
+        objective = UpperObjective.lookahead(self.criterion, context)
         lam = self.parametrization(before).detach()
         hypergradient = self.estimator.estimate(objective, lam, self.generator)
         update = self._upper_step(before, hypergradient, objective.evaluations)

@@ -38,6 +38,21 @@ class UpperObjective:
         self.num_tasks = self.losses_before.numel()
         self.evaluations: list[Tensor] = []
 
+    @classmethod
+    def lookahead(cls, criterion: Criterion, context: StepContext) -> UpperObjective:
+        """Φ(w) = R(f(θ), f(A(w, θ))) for one training step, A = the user's optimizer from its warm state.
+
+        What :class:`~bilevel_mtl.Marigold` (``mode="faithful"``) estimates; ``losses_after(w)``
+        is one backward on the step's graph (the weighted gradient), the look-ahead, and
+        one forward on the same batch with the same dropout masks.
+        """
+        lookahead = context.lookahead
+
+        def losses_after(weights: Tensor) -> Tensor:
+            return context.losses_at(lookahead.step(context.gradients(weights)).params)
+
+        return cls(criterion, context.losses.detach(), losses_after, context)
+
     def __call__(self, weights: Tensor) -> Tensor:
         with torch.no_grad():
             after = self.losses_after(weights).detach()
