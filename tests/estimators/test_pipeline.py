@@ -110,3 +110,13 @@ def test_simplex_only_estimates_are_refused_for_positive_weights(estimator: Esti
 def test_perturbed_mode_still_needs_one_single_point_direction() -> None:
     with pytest.raises(ValueError, match="perturbed"):
         Marigold(M, mode="perturbed", estimator=TwoPoint())
+
+
+def test_default_estimators() -> None:
+    """Faithful: two-point, tangent on the simplex, sphere off it; perturbed: the paper's single point."""
+    faithful = Marigold(M, radius=0.01).estimator
+    assert isinstance(faithful, TwoPoint) and faithful.directions == "tangent" and faithful.radius == 0.01
+    positive = Marigold(M, parametrization=PositiveWeights(M), criterion=MainTaskLoss(M)).estimator
+    assert isinstance(positive, TwoPoint) and positive.directions == "sphere"
+    perturbed = Marigold(M, mode="perturbed").estimator
+    assert type(perturbed) is SinglePoint and perturbed.directions == "sphere"
