@@ -55,6 +55,7 @@ def test_quick_run_writes_records_and_plots(tmp_path: Path) -> None:
     assert records["two-point-tangent"]["cosine_to_exact"] == pytest.approx(1.0)
     with (tmp_path / "results.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 3
+    assert "| two-point-tangent | one-step |" in (tmp_path / "summary.md").read_text()
     for name in ("bias_variance_vs_m.png", "cost_vs_m.png", "cosine_vs_cost.png"):
         assert (tmp_path / name).stat().st_size > 1000
 

@@ -204,6 +204,52 @@ def write_results(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]
         writer.writerows(records)
 
 
+def _bytes(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def summary_table(records: list[dict[str, Any]], problem: str, m: int) -> str:
+    """A Markdown table estimator × (bias, std, cosine, time, memory) for one problem and m."""
+    rows = [r for r in records if r["problem"] == problem and r["m"] == m]
+    if not rows:
+        return ""
+    lines = [
+        f"**{problem}, m = {m}** (d = {rows[0]['d']}; one LS step {rows[0]['ls_step_seconds'] * 1e3:.1f} ms, "
+        f"peak {_bytes(rows[0]['ls_peak_mem_bytes'])})",
+        "",
+        "| estimator | target | rel. bias (± s.e.) | rel. std | mean cosine | time / LS step "
+        "| peak extra memory |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        bias = f"{r['rel_bias']:.3g}" + (f" ± {r['rel_bias_se']:.2g}" if r["samples"] > 1 else "")
+        lines.append(
+            f"| {r['estimator']} | {r['target']} | {bias} | {r['rel_std']:.3g} | {r['cosine_to_exact']:.3f} "
+            f"| {r['time_ratio_ls']:.2f} [{r['time_ratio_q25']:.2f}, {r['time_ratio_q75']:.2f}] "
+            f"| {_bytes(r['peak_mem_bytes'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """``summary.md``: the tables at every m of every problem, with the run's provenance."""
+    parts = [
+        "# Estimator benchmark results\n",
+        f"Command: `{meta['command']}`; commit `{meta['commit']}`; device: {meta['device']}; "
+        f"torch {meta['torch']}; seeds {meta['seeds']}; {meta['samples']} estimates per random "
+        f"estimator; time = median of {meta['repeats']} interleaved pairs [quartiles].\n",
+        f"Metrics: {meta['metrics']}. Memory: {meta['peak_mem']}.\n",
+    ]
+    for problem in dict.fromkeys(r["problem"] for r in records):
+        for m in sorted({r["m"] for r in records if r["problem"] == problem}):
+            parts.append(summary_table(records, problem, m))
+    (out / "summary.md").write_text("\n".join(parts))
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -240,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
             records.extend(found)
             bar.update(len(found))
             write_results(args.out, records, meta)
+    write_summary(args.out, records, meta)
     if not args.no_plots:
         from .estimator_plots import plot_all
 
