@@ -112,8 +112,13 @@ def test_normal_cg_is_exact_at_a_saddle_point() -> None:
     assert float(eigenvalues.min()) < 0 < float(eigenvalues.max())
     criterion = MainTaskLoss(M, main=0).double()
     objective = problem.objective(criterion, problem.solution(LAM, 0.0))
-    got = Implicit("normal_cg", max_iter=400, tol=1e-14).estimate(objective, LAM, torch.Generator())
+    normal = Implicit("normal_cg", max_iter=400, tol=1e-14)
+    got = normal.estimate(objective, LAM, torch.Generator())
     torch.testing.assert_close(got, problem.reference(criterion, LAM, 0.0), rtol=1e-6, atol=1e-9)
+    assert normal.last_solve is not None and not normal.last_solve.breakdown
+    plain = Implicit("cg", max_iter=400, tol=1e-14)
+    plain.estimate(objective, LAM, torch.Generator())
+    assert plain.last_solve is not None and plain.last_solve.breakdown  # CG is not for saddles
 
 
 def test_error_away_from_the_optimum_grows_linearly() -> None:

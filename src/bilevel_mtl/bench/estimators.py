@@ -76,6 +76,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: rewrite summary.md and the plots in --out from this results.json",
+    )
 
 
 def step_context(problem: Problem) -> StepContext:
@@ -253,6 +258,15 @@ def write_summary(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.from_json is not None:
+        data = json.loads(args.from_json.read_text())
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_summary(args.out, data["records"], data["meta"])
+        if not args.no_plots:
+            from .estimator_plots import plot_all
+
+            plot_all(data["records"], args.out)
+        return 0
     torch.set_num_threads(args.threads)
     tasks = args.tasks or (QUICK_TASKS if args.quick else FULL_TASKS)
     samples = args.samples or (3 if args.quick else 64)

@@ -63,10 +63,13 @@ class Implicit(Estimator):
     **Away from the optimum** (online training: :math:`\nabla_\theta\sum\lambda_i f_i
     \ne 0`), the formula is evaluated at a point that is not a solution; ``J``, ``H``
     and ``v`` are then those of the current θ and the error grows linearly with the
-    distance to :math:`\theta^*` (for quadratic :math:`f_i` it is exactly linear in
-    :math:`\theta-\theta^*`); there is no blow-up as long as the solve is well
-    posed. An ill-conditioned or indefinite ``H`` is the real danger: use ``ridge``
-    or ``normal_cg``, and a finite ``max_iter`` (truncation acts as extra damping).
+    distance to :math:`\theta^*` (for quadratic :math:`f_i` the error is
+    :math:`t e_1 + t^2 e_2` at :math:`\theta^* + t\delta`); there is no blow-up as long as
+    the solve is well posed. An ill-conditioned or indefinite ``H`` is the real danger:
+    CG stops at the first direction of non-positive curvature (``last_solve.breakdown``;
+    at the first iteration the estimate is 0), so on non-convex networks use ``normal_cg``
+    or a ridge larger than the most negative eigenvalue, and a finite ``max_iter``
+    (truncation acts as extra damping).
 
     ``c`` is taken at :math:`f(\theta)` (the assumed optimum). With
     ``evaluate_step=True`` (default) Φ is also evaluated once at the real look-ahead

@@ -19,6 +19,9 @@ class SolveInfo(NamedTuple):
     relative_residual: float
     r""":math:`\|b - Ax\| / \|b\|` of the system the solver iterates on (CG's recurrence;
     the normal equations for normal CG; NaN for Neumann, where it would cost one more product)."""
+    breakdown: bool = False
+    """CG met non-positive curvature (the operator is not positive definite) and stopped there;
+    at the first iteration the returned solution is 0."""
 
 
 def _relative(residual: Tensor, rhs_norm: float) -> float:
@@ -37,19 +40,21 @@ def conjugate_gradient(matvec: MatVec, rhs: Tensor, max_iter: int, tol: float) -
     rhs_norm = float(rhs.norm())
     rr = torch.dot(r, r)
     done = 0
+    breakdown = False
     while done < max_iter and _relative(r, rhs_norm) > tol:
         ap = matvec(p)
         done += 1
         curvature = torch.dot(p, ap)
         if curvature <= 0:
-            break  # not positive definite along p: keep the last iterate (use ridge or normal CG)
+            breakdown = True  # not positive definite along p: keep the last iterate
+            break
         alpha = rr / curvature
         x = x + alpha * p
         r = r - alpha * ap
         rr_new = torch.dot(r, r)
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x, SolveInfo(done, _relative(r, rhs_norm))
+    return x, SolveInfo(done, _relative(r, rhs_norm), breakdown)
 
 
 def normal_conjugate_gradient(
@@ -61,7 +66,7 @@ def normal_conjugate_gradient(
     condition number; two products per iteration; ``max_iter`` counts iterations.
     """
     x, info = conjugate_gradient(lambda v: matvec(matvec(v)), matvec(rhs), max_iter, tol)
-    return x, SolveInfo(2 * info.iterations + 1, info.relative_residual)
+    return x, SolveInfo(2 * info.iterations + 1, info.relative_residual, info.breakdown)
 
 
 def neumann(matvec: MatVec, rhs: Tensor, max_iter: int, alpha: float) -> tuple[Tensor, SolveInfo]:
