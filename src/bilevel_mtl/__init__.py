@@ -6,30 +6,71 @@ optimizer, and their hypergradient is estimated without per-task gradients.
 """
 
 from ._checks import NonFiniteLossError
-from .balancers import LS, Balancer, BalancerOutput, Marigold, UpperUpdate
+from .balancers import (
+    DWA,
+    FAMO,
+    IMTLG,
+    LS,
+    MGDA,
+    RLW,
+    SI,
+    STL,
+    UW,
+    Balancer,
+    BalancerOutput,
+    BiLB4MTL,
+    CAGrad,
+    GradDrop,
+    GradientBalancer,
+    Marigold,
+    MoCo,
+    MoDo,
+    NashMTL,
+    PCGrad,
+    SDMGrad,
+    UpperUpdate,
+)
 from .context import StepContext
 from .criteria import Criterion, FunctionCriterion, MainTaskLoss, WorstCaseDecrement
 from .estimators import Estimator, SinglePoint, UpperObjective
 from .lookahead import LookAhead
 from .parametrizations import Parametrization, PositiveWeights, ScaledSoftmax, Softmax
+from .registry import build_balancer
 from .training import BalancedOptimizer, StepRecord
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DWA",
+    "FAMO",
+    "IMTLG",
     "LS",
+    "MGDA",
+    "RLW",
+    "SI",
+    "STL",
+    "UW",
     "BalancedOptimizer",
     "Balancer",
     "BalancerOutput",
+    "BiLB4MTL",
+    "CAGrad",
     "Criterion",
     "Estimator",
     "FunctionCriterion",
+    "GradDrop",
+    "GradientBalancer",
     "LookAhead",
     "MainTaskLoss",
     "Marigold",
+    "MoCo",
+    "MoDo",
+    "NashMTL",
     "NonFiniteLossError",
+    "PCGrad",
     "Parametrization",
     "PositiveWeights",
+    "SDMGrad",
     "ScaledSoftmax",
     "SinglePoint",
     "Softmax",
@@ -39,4 +80,5 @@ __all__ = [
     "UpperUpdate",
     "WorstCaseDecrement",
     "__version__",
+    "build_balancer",
 ]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 # Benchmark suites: name -> module exposing ``configure(parser)`` and ``run(args) -> int``.
 BENCHMARKS: dict[str, str] = {
+    "data": "bilevel_mtl.bench.prepare",
     "estimators": "bilevel_mtl.bench.estimators",
 }
 
@@ -21,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import configure as configure_demo
 
     configure_demo(demo)
+    from .registry import configure as configure_list
+
+    configure_list(commands.add_parser("list", help="list every balancer and estimator with its cost"))
     bench = commands.add_parser("bench", help="run a benchmark suite")
     suites = bench.add_subparsers(dest="suite", required=True)
     for name, module in BENCHMARKS.items():
@@ -34,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run as run_demo
 
         return run_demo(args)
+    if args.command == "list":
+        from .registry import run as run_list
+
+        return run_list(args)
     module = importlib.import_module(BENCHMARKS[args.suite])
     result: int = module.run(args)
     return result

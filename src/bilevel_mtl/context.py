@@ -36,10 +36,11 @@ class _ClosureModule(nn.Module):
     def __init__(self, model: nn.Module, closure: Closure) -> None:
         super().__init__()
         self.model = model
-        self.closure = closure
+        # Kept out of the module tree: the closure may itself be a module (often the model).
+        self._closure = (closure,)
 
     def forward(self) -> Tensor | Sequence[Tensor]:
-        return self.closure()
+        return self._closure[0]()
 
 
 class StepContext:
@@ -70,7 +71,7 @@ class StepContext:
         self.optimizer = optimizer
         self.closure = closure
         self.losses = losses
-        self.num_tasks = losses.numel()
+        self.num_tasks = losses.shape[-1]
         self._rng_before = rng_before
         self._rng_after = RngSnapshot(list(rng_before.cuda_devices()))
         names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
@@ -99,7 +100,8 @@ class StepContext:
         ``backward`` leaves ``.grad`` unset (so the look-ahead skips it like
         ``optimizer.step()`` does). ``weights`` of shape ``[m]`` gives one gradient;
         ``[k, m]`` gives ``k`` stacked gradients from one batched backward
-        (gradients are linear in ``w``).
+        (gradients are linear in ``w``). For the ``[b, m]`` losses of a multi-batch
+        balancer, ``weights`` has shape ``[b, m]`` or ``[k, b, m]``.
         """
         trainable = [p for p in self.params if p.requires_grad]
         grads = torch.autograd.grad(
@@ -109,7 +111,7 @@ class StepContext:
             retain_graph=True,
             create_graph=create_graph,
             allow_unused=True,
-            is_grads_batched=weights.dim() == 2,
+            is_grads_batched=weights.dim() > self.losses.dim(),
         )
         by_id = {id(p): g for p, g in zip(trainable, grads, strict=True)}
         return [by_id.get(id(p)) for p in self.params]

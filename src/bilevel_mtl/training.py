@@ -8,7 +8,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import as_loss_vector
 from .balancers import Balancer
 from .context import Closure, RngSnapshot, StepContext
 
@@ -17,7 +16,7 @@ class StepRecord(NamedTuple):
     """Diagnostics of one training step (all tensors detached)."""
 
     losses: Tensor
-    """Task losses before the step, ``[m]``."""
+    """Task losses before the step, ``[m]`` (the mean over the batches of a multi-batch balancer)."""
     weights: Tensor
     """Task weights the update used, ``[m]``."""
     hypergradient: Tensor | None
@@ -82,7 +81,7 @@ class BalancedOptimizer:
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         rng_before = RngSnapshot(self._devices())
-        losses = as_loss_vector(closure(), self.balancer.num_tasks)
+        losses = self.balancer.check_losses(closure())
         if not losses.requires_grad:
             raise ValueError(
                 "the task losses do not require grad: compute them from the model's "
@@ -97,7 +96,7 @@ class BalancedOptimizer:
                 losses_after = context.losses_at()
             upper = self.balancer.observe(losses_after) or upper
         return StepRecord(
-            losses=losses.detach(),
+            losses=losses.detach() if losses.dim() == 1 else losses.detach().mean(0),
             weights=output.weights.detach(),
             hypergradient=None if upper is None else upper.hypergradient,
             criterion_value=None if upper is None else upper.criterion_value,

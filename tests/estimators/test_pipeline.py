@@ -47,7 +47,11 @@ CRITERIA: dict[str, Callable[[], Criterion]] = {
 def test_marigold_trains_with_every_estimator_and_criterion(estimator_name: str, criterion_name: str) -> None:
     model, opt, closure = mlp_problem(M, dropout=0.1, seed=0, dtype=torch.float32, warm_steps=1)
     balancer = Marigold(
-        M, estimator=ESTIMATORS[estimator_name](), criterion=CRITERIA[criterion_name](), lr=0.05
+        M,
+        mode="faithful",
+        estimator=ESTIMATORS[estimator_name](),
+        criterion=CRITERIA[criterion_name](),
+        lr=0.05,
     )
     step = BalancedOptimizer(model, opt, balancer)
     before = [p.detach().clone() for p in model.parameters()]
@@ -68,7 +72,7 @@ def test_exact_and_unrolled_give_marigold_the_same_first_hypergradient() -> None
     records = []
     for estimator in (Exact(), Unrolled(1)):
         model, opt, closure = mlp_problem(M, seed=1, dtype=torch.float64)
-        balancer = Marigold(M, estimator=estimator).double()
+        balancer = Marigold(M, mode="faithful", estimator=estimator).double()
         records.append(BalancedOptimizer(model, opt, balancer).step(closure))
     torch.testing.assert_close(records[0].hypergradient, records[1].hypergradient)
     assert records[0].criterion_value == pytest.approx(records[1].criterion_value, rel=1e-12)
@@ -90,6 +94,7 @@ def test_log_weights_perturbation_for_positive_weights() -> None:
     model, opt, closure = mlp_problem(M, seed=3, dtype=torch.float32)
     balancer = Marigold(
         M,
+        mode="faithful",
         parametrization=PositiveWeights(M, trainable=[False, True, True]),
         criterion=MainTaskLoss(M, main=0),
         estimator=TwoPoint(space="log-weights"),
@@ -104,7 +109,13 @@ def test_log_weights_perturbation_for_positive_weights() -> None:
 )
 def test_simplex_only_estimates_are_refused_for_positive_weights(estimator: Estimator) -> None:
     with pytest.raises(ValueError, match="not on the simplex"):
-        Marigold(M, parametrization=PositiveWeights(M), criterion=MainTaskLoss(M), estimator=estimator)
+        Marigold(
+            M,
+            mode="faithful",
+            parametrization=PositiveWeights(M),
+            criterion=MainTaskLoss(M),
+            estimator=estimator,
+        )
 
 
 def test_perturbed_mode_still_needs_one_single_point_direction() -> None:
@@ -114,9 +125,11 @@ def test_perturbed_mode_still_needs_one_single_point_direction() -> None:
 
 def test_default_estimators() -> None:
     """Faithful: two-point, tangent on the simplex, sphere off it; perturbed: the paper's single point."""
-    faithful = Marigold(M, radius=0.01).estimator
+    faithful = Marigold(M, mode="faithful", radius=0.01).estimator
     assert isinstance(faithful, TwoPoint) and faithful.directions == "tangent" and faithful.radius == 0.01
-    positive = Marigold(M, parametrization=PositiveWeights(M), criterion=MainTaskLoss(M)).estimator
+    positive = Marigold(
+        M, mode="faithful", parametrization=PositiveWeights(M), criterion=MainTaskLoss(M)
+    ).estimator
     assert isinstance(positive, TwoPoint) and positive.directions == "sphere"
-    perturbed = Marigold(M, mode="perturbed").estimator
+    perturbed = Marigold(M).estimator  # the default mode
     assert type(perturbed) is SinglePoint and perturbed.directions == "sphere"

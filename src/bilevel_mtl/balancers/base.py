@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,11 @@ class Balancer(nn.Module, ABC):
         del losses_after
         return None
 
-    def check_losses(self, losses: Tensor) -> Tensor:
-        """Validated ``[m]`` loss vector (see :func:`bilevel_mtl._checks.as_loss_vector`)."""
+    def check_losses(self, losses: Tensor | Sequence[Tensor]) -> Tensor:
+        """Validated ``[m]`` loss vector (see :func:`bilevel_mtl._checks.as_loss_vector`).
+
+        :class:`~bilevel_mtl.BalancedOptimizer` validates the closure's output with it;
+        a balancer that needs several independent batches per step overrides it to
+        accept a ``[b, m]`` tensor (one row per batch).
+        """
         return as_loss_vector(losses, self.num_tasks)

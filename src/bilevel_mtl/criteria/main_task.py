@@ -12,12 +12,16 @@ from .base import Criterion
 
 
 class MainTaskLoss(Criterion):
-    r"""Main-task loss after the look-ahead: :math:`\sum_i c_i\, f_i(A(\omega, \theta))`.
+    r"""Main-task loss after the look-ahead, as a change:
+    :math:`\sum_i c_i\,(f_i(A(\omega, \theta)) - f_i(\theta))`.
 
     ``main`` is one task index or a list of indices (equal weights ``c``);
     ``coefficients`` gives a full non-negative weighting ``c`` instead. The auxiliary tasks
     only enter through the step A, so the upper level learns how much each
-    auxiliary task helps the main one (MARIGOLD, Table 4).
+    auxiliary task helps the main one (MARIGOLD, Table 4, minimises
+    :math:`f_{main}(A(\omega,\theta))`). Subtracting :math:`f(\theta)`, which does not
+    depend on ω, leaves the gradient unchanged and removes the :math:`(n\,f_{main}/r)^2`
+    term from the variance of zeroth-order estimates, which scale with the value.
     """
 
     coef: Tensor
@@ -48,4 +52,4 @@ class MainTaskLoss(Criterion):
         self.register_buffer("coef", coef)
 
     def forward(self, losses_before: Tensor, losses_after: Tensor) -> Tensor:
-        return torch.dot(self.coef.to(losses_after), losses_after)
+        return torch.dot(self.coef.to(losses_after), losses_after - losses_before)

@@ -69,7 +69,8 @@ class UpperObjective:
         themselves (with a graph to the weights) record them here, so the adversary
         and the reported criterion value see every estimator alike.
         """
-        value: Tensor = self.criterion(self.losses_before, losses_after.detach())
+        with torch.enable_grad():  # keep the adversary's graph
+            value: Tensor = self.criterion(self.losses_before, losses_after.detach())
         self.evaluations.append(value)
         return value.detach()
 

@@ -148,6 +148,7 @@ def rmsprop(
     return param - lr * (grad / avg), new_state
 
 
+#: The supported optimizer classes and the pure update rule that replicates each one's step.
 RULES: dict[type[torch.optim.Optimizer], Rule] = {
     torch.optim.Adam: adam,
     torch.optim.AdamW: adam,

@@ -35,7 +35,7 @@ class PositiveWeights(Parametrization):
             if len(trainable) != num_tasks:
                 raise ValueError(f"trainable needs {num_tasks} flags, got {len(trainable)}")
             mask = torch.as_tensor(list(trainable), dtype=torch.bool)
-        self.log_weights = nn.Parameter(start.log())
+        self.log_weights = nn.Parameter(start.log(), requires_grad=bool(mask.any()))
         self.register_buffer("trainable_mask", mask)
 
     def forward(self, losses: Tensor) -> Tensor:

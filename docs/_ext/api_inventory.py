@@ -1,0 +1,173 @@
+"""What the API reference must contain: the public names of ``bilevel_mtl`` and their documentation.
+
+Pure Python (no Sphinx), shared by the ``public-api`` Sphinx directive and by
+``tests/test_docs_api.py`` so that the build and the test apply the same rules:
+
+* the public modules are ``bilevel_mtl`` and every direct child module or subpackage
+  whose name has no leading underscore and that defines ``__all__`` (minus
+  :data:`INTERNAL_MODULES`);
+* every name in a public module's ``__all__`` is documented once, in the most specific
+  public module that exports the same object (``Marigold`` in ``bilevel_mtl.balancers``,
+  ``BalancedOptimizer`` in ``bilevel_mtl``); the others link to it;
+* a class, function or exception needs its own docstring, and so does each public
+  method it defines (an override may inherit its parent's); module-level data needs
+  a ``#:`` comment above its assignment (or a string right below it).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pkgutil
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+
+ROOT = "bilevel_mtl"
+
+# Child modules that are not part of the library's Python API (command line, benchmark suites).
+INTERNAL_MODULES = frozenset({f"{ROOT}.bench", f"{ROOT}.cli", f"{ROOT}.demo"})
+
+# Dunder names in ``__all__`` and the sentence that documents them.
+SPECIAL_NAMES = {"__version__": "The version of the installed package."}
+
+
+@dataclass(frozen=True)
+class PublicName:
+    """One name of one public module's ``__all__``."""
+
+    module: str
+    name: str
+    obj: object
+    home: str
+    """The public module where the object is documented (may be ``module`` itself)."""
+
+    @property
+    def target(self) -> str:
+        """The documented full name, e.g. ``bilevel_mtl.balancers.Marigold``."""
+        return f"{self.home}.{self.name}"
+
+    @property
+    def kind(self) -> str:
+        """``class``, ``exception``, ``function`` or ``data``."""
+        if inspect.isclass(self.obj):
+            return "exception" if issubclass(self.obj, BaseException) else "class"
+        if inspect.isroutine(self.obj):
+            return "function"
+        return "data"
+
+
+def public_modules() -> list[str]:
+    """``bilevel_mtl`` and its public child modules that define ``__all__``, sorted."""
+    package = importlib.import_module(ROOT)
+    found = [ROOT]
+    for info in pkgutil.iter_modules(package.__path__, prefix=f"{ROOT}."):
+        short = info.name.rsplit(".", 1)[1]
+        if short.startswith("_") or info.name in INTERNAL_MODULES:
+            continue
+        if hasattr(importlib.import_module(info.name), "__all__"):
+            found.append(info.name)
+    return sorted(found)
+
+
+def _exports(module: str) -> list[str]:
+    names = getattr(importlib.import_module(module), "__all__", None)
+    if names is None:
+        raise ValueError(f"{module} has no __all__")
+    return list(names)
+
+
+def public_names(module: str, modules: list[str] | None = None) -> list[PublicName]:
+    """The names of ``module.__all__`` with the module where each one is documented."""
+    modules = public_modules() if modules is None else modules
+    mod = importlib.import_module(module)
+    result = []
+    for name in _exports(module):
+        obj = getattr(mod, name)
+        homes = [m for m in modules if name in _exports(m) and getattr(sys.modules[m], name) is obj]
+        home = max(homes, key=lambda m: (m.count("."), m)) if homes else module
+        result.append(PublicName(module, name, obj, home))
+    return result
+
+
+def _data_comment(module: ModuleType, name: str) -> str:
+    """The ``#:`` comment above (or the string right below) ``name = ...`` in ``module``'s source."""
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        return ""
+    lines = source.splitlines()
+    body = ast.parse(source).body
+    for index, node in enumerate(body):
+        if not isinstance(node, ast.Assign | ast.AnnAssign):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if not any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            continue
+        comment = []
+        row = node.lineno - 2
+        while row >= 0 and lines[row].strip().startswith("#:"):
+            comment.insert(0, lines[row].strip()[2:].strip())
+            row -= 1
+        if comment:
+            return "\n".join(comment)
+        after = body[index + 1] if index + 1 < len(body) else None
+        if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            return inspect.cleandoc(str(after.value.value))
+    return ""
+
+
+def data_doc(item: PublicName) -> str:
+    """Documentation of a data name: from :data:`SPECIAL_NAMES` or its defining module's comment."""
+    if item.name in SPECIAL_NAMES:
+        return SPECIAL_NAMES[item.name]
+    candidates = [m for m in list(sys.modules.values()) if m is not None]
+    for module in candidates:
+        if not getattr(module, "__name__", "").startswith(ROOT):
+            continue
+        if vars(module).get(item.name) is item.obj:
+            doc = _data_comment(module, item.name)
+            if doc:
+                return doc
+    return ""
+
+
+def own_doc(obj: object) -> str:
+    """The object's own docstring (a class does not inherit its base's here)."""
+    doc = vars(obj).get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
+    return inspect.cleandoc(doc) if isinstance(doc, str) else ""
+
+
+def undocumented_members(cls: type) -> list[str]:
+    """Public methods and properties defined in ``cls`` with no docstring, not even an inherited one."""
+    missing = []
+    for attr, value in vars(cls).items():
+        if attr.startswith("_"):
+            continue
+        function = value.fget if isinstance(value, property) else value
+        if isinstance(function, staticmethod | classmethod):
+            function = function.__func__
+        if not inspect.isfunction(function):
+            continue
+        inherited = any(getattr(getattr(base, attr, None), "__doc__", None) for base in cls.__mro__[1:])
+        if not function.__doc__ and not inherited:
+            missing.append(attr)
+    return missing
+
+
+def problems(item: PublicName) -> list[str]:
+    """Why ``item`` is not properly documented (empty when it is)."""
+    label = f"{item.module}.{item.name}"
+    if item.kind == "data":
+        return [] if data_doc(item) else [f"{label}: data without a '#:' comment or docstring"]
+    found = [] if own_doc(item.obj) else [f"{label}: no docstring"]
+    if inspect.isclass(item.obj):
+        found += [f"{label}.{attr}: no docstring" for attr in undocumented_members(item.obj)]
+    return found
+
+
+def summary(item: PublicName) -> str:
+    """First sentence line of the documentation, for the summary table."""
+    text = data_doc(item) if item.kind == "data" else own_doc(item.obj)
+    return text.strip().split("\n\n", 1)[0].replace("\n", " ")

@@ -1,0 +1,236 @@
+"""The base of the balancers that combine per-task gradients (MGDA, PCGrad, CAGrad, ...)."""
+
+from __future__ import annotations
+
+import weakref
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import as_loss_vector
+from ..context import StepContext
+from .base import Balancer, BalancerOutput
+
+
+@dataclass
+class Combination:
+    """What a gradient rule returns for one step."""
+
+    weights: Tensor
+    """Task weights ``[m]``: the update is ``weights @ G`` unless ``direction`` is given; the
+    parameters outside ``shared`` always get the gradient of ``weights @ losses``."""
+    direction: Tensor | None = None
+    """An explicit update for the columns the rule saw (shape of one row of ``G``), if any."""
+
+
+class _CaptureOutput:
+    """Forward hook that hands the shared module's output to its balancer (held weakly)."""
+
+    def __init__(self, balancer: GradientBalancer) -> None:
+        self.balancer = weakref.ref(balancer)
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        del module, inputs
+        balancer = self.balancer()
+        if balancer is not None and torch.is_grad_enabled():
+            balancer._captured.append(output)
+            del balancer._captured[:-4]
+
+
+class GradientBalancer(Balancer):
+    r"""Base of the balancers built on the per-task gradient matrix.
+
+    Each such balancer turns the task-gradient matrix :math:`G\in\mathbb{R}^{m\times d}` (row
+    ``i`` is :math:`\nabla f_i`) into a :class:`Combination`: task weights ``w`` and, for the
+    few rules that are not a linear combination of the current rows (GradDrop, MoCo, the
+    multi-batch rules), an explicit update direction. The rule itself is a pure function in
+    the method's module, testable on its own; the balancer only gathers ``G`` and writes
+    ``.grad``.
+
+    Which parameters the rule sees (``shared``):
+
+    * ``shared=None`` (default): every trainable parameter of the optimizer. ``G`` comes
+      from one batched backward (``StepContext.gradients(torch.eye(m))``), never ``m``
+      separate passes.
+    * ``shared=module`` (e.g. the encoder): the rule sees only that module's parameters.
+      Every other parameter (task heads) gets the gradient of :math:`\sum_i w_i f_i` with
+      the same weights, read from the same batched backward. For a weight rule the update
+      of *every* parameter is then exactly :math:`\nabla_\theta\, w^\top f`: ``shared`` only
+      chooses which columns of the Jacobian the weights are computed from, and LS is
+      recovered exactly when ``w = 1/m``. (LibMTL and TorchJD's ``mtl_backward`` give each
+      head its own unweighted loss gradient instead; Nash-MTL's and Sener's code use the
+      weighted sum as here.)
+    * ``shared=module, representation=True``: the rule sees the gradients with respect to
+      the module's *output* ``z`` (MGDA-UB, Sener & Koltun 2018; GradDrop's layer): one
+      batched backward through the heads only (:math:`m\times|z|` numbers), then one
+      ordinary backward of :math:`w^\top f`. The output is captured by a forward hook on the
+      module during the closure, so the closure API is unchanged; the module must return
+      one tensor and run once in the forward that produces the losses (other calls, e.g. an
+      evaluation between steps, are recognised as not feeding the losses and ignored).
+
+    Rules that need independent batches (MoDo, SDMGrad: ``num_batches = 3``) take a
+    closure returning ``[b, m]`` losses, one row per batch; the rule gets ``[b, m, d]``
+    and the parameters outside ``shared`` get the gradient of :math:`w^\top` (the rows'
+    mean loss). ``.grad`` is accumulated, as ``backward()`` does.
+
+    Gradient balancers need the step's autograd graph: train with
+    :class:`~bilevel_mtl.BalancedOptimizer` (their :meth:`weights` raises).
+    """
+
+    supports_representation: ClassVar[bool] = True
+    """Whether the rule may run on representation gradients (``representation=True``)."""
+    num_batches: ClassVar[int] = 1
+    """Independent batches per step (rows of the closure's ``[b, m]`` losses when > 1)."""
+
+    def __init__(self, num_tasks: int, *, shared: nn.Module | None = None, representation: bool = False):
+        super().__init__(num_tasks)
+        name = type(self).__name__
+        if shared is not None and not isinstance(shared, nn.Module):
+            raise TypeError(f"shared must be a torch.nn.Module (the encoder), got {type(shared).__name__}")
+        if representation and shared is None:
+            raise ValueError(
+                f"{name}(representation=True) needs shared=<the module whose output the task heads use>"
+            )
+        if representation and not self.supports_representation:
+            raise ValueError(f"{name} combines parameter gradients only; drop representation=True")
+        self.representation = bool(representation)
+        # A tuple, so that the user's module is not registered (and saved) as a submodule.
+        self._shared: tuple[nn.Module, ...] = () if shared is None else (shared,)
+        self._captured: list[Any] = []
+        self._hook = shared.register_forward_hook(_CaptureOutput(self)) if representation and shared else None
+
+    @abstractmethod
+    def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:
+        """The rule: task gradients ``[m, d]`` and detached losses ``[m]`` to a :class:`Combination`.
+
+        Multi-batch rules get ``[b, m, d]`` and ``[b, m]``; on representations the gradients
+        keep the output's shape, ``[m, *z.shape]``, and ``z`` comes as ``representation``.
+        """
+
+    def check_losses(self, losses: Tensor | Sequence[Tensor]) -> Tensor:
+        """The ``[m]`` losses, or ``[b, m]`` (one row per independent batch) for multi-batch rules."""
+        if self.num_batches == 1:
+            return super().check_losses(losses)
+        b, m = self.num_batches, self.num_tasks
+        hint = (
+            f"{type(self).__name__} needs {b} independent batches per step: make the closure return a "
+            f"[{b}, {m}] tensor of task losses, one row per batch, e.g. "
+            f"torch.stack([task_losses(next(batches)) for _ in range({b})])"
+        )
+        if isinstance(losses, Tensor):
+            if tuple(losses.shape) != (b, m):
+                raise ValueError(f"{hint}; got shape {tuple(losses.shape)}")
+            rows: list[Any] = list(losses.unbind(0))
+        else:
+            rows = list(losses)
+            if len(rows) != b:
+                raise ValueError(f"{hint}; got {len(rows)} rows")
+        return torch.stack([as_loss_vector(row, m) for row in rows])
+
+    def weights(self, losses: Tensor) -> Tensor:
+        raise RuntimeError(
+            f"{type(self).__name__} combines per-task gradients and needs the step's autograd graph: "
+            "train with bilevel_mtl.BalancedOptimizer(model, optimizer, balancer).step(closure)"
+        )
+
+    def backward(self, losses: Tensor, context: StepContext) -> BalancerOutput:
+        if self.representation:
+            return self._backward_representation(losses, context)
+        return self._backward_parameters(losses, context)
+
+    def _backward_parameters(self, losses: Tensor, context: StepContext) -> BalancerOutput:
+        rows = losses.numel()
+        eye = torch.eye(rows, dtype=losses.dtype, device=losses.device).reshape(rows, *losses.shape)
+        grads = context.gradients(eye)
+        shared_ids = {id(p) for p in self._shared[0].parameters()} if self._shared else None
+        is_shared = [
+            g is not None and (shared_ids is None or id(p) in shared_ids)
+            for p, g in zip(context.params, grads, strict=True)
+        ]
+        if not any(is_shared):
+            raise ValueError(
+                "no trainable optimizer parameter of the shared module receives a gradient: "
+                "pass shared=<a module whose parameters the optimizer trains and the losses use>"
+            )
+        blocks = [g.reshape(rows, -1) for g, ok in zip(grads, is_shared, strict=True) if ok and g is not None]
+        jacobian = torch.cat(blocks, dim=1).reshape(*losses.shape, -1)
+        combination = self.combine(jacobian.detach(), losses.detach(), None)
+        weights = combination.weights.to(jacobian)
+        head_weights = (weights / self.num_batches).expand(losses.shape).reshape(rows)
+        direction = combination.direction
+        offset = 0
+        for param, grad, keep in zip(context.params, grads, is_shared, strict=True):
+            if grad is None:
+                continue
+            if keep and direction is not None:
+                size = param.numel()
+                _accumulate(param, direction[offset : offset + size].reshape(param.shape))
+                offset += size
+            else:
+                _accumulate(param, torch.tensordot(head_weights, grad, dims=1))
+        return BalancerOutput(weights=weights.detach())
+
+    def _backward_representation(self, losses: Tensor, context: StepContext) -> BalancerOutput:
+        name = type(self).__name__
+        captured, self._captured = self._captured, []
+        if not all(isinstance(output, Tensor) for output in captured):
+            raise TypeError(f"{name}(representation=True) needs the shared module to return one tensor")
+        candidates = [output for output in captured if output.requires_grad]
+        if not candidates:
+            raise RuntimeError(
+                f"{name}(representation=True) saw no output of the shared module during this step: "
+                "the closure must run it with autograd enabled"
+            )
+        eye = torch.eye(self.num_tasks, dtype=losses.dtype, device=losses.device)
+        jacobians = torch.autograd.grad(
+            losses, candidates, grad_outputs=eye, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
+        used = [(output, j) for output, j in zip(candidates, jacobians, strict=True) if j is not None]
+        if not used:
+            raise ValueError("the task losses do not depend on the shared module's output in this step")
+        if len(used) > 1:
+            raise RuntimeError(
+                f"the shared module ran {len(used)} times in this step's forward; "
+                f"{name}(representation=True) needs exactly one call per step"
+            )
+        rep, jacobian = used[0]
+        combination = self.combine(jacobian.detach(), losses.detach(), rep.detach())
+        weights = combination.weights.to(losses)
+        if combination.direction is None:
+            torch.autograd.backward(torch.dot(weights, losses))
+            return BalancerOutput(weights=weights.detach())
+        shared_ids = {id(p) for p in self._shared[0].parameters()}
+        trainable = [p for p in context.params if p.requires_grad]
+        others = [p for p in trainable if id(p) not in shared_ids]
+        inner = [p for p in trainable if id(p) in shared_ids]
+        updates: list[tuple[Tensor, Tensor | None]] = []
+        if others:
+            total = torch.dot(weights, losses)
+            grads = torch.autograd.grad(total, others, retain_graph=True, allow_unused=True)
+            updates += zip(others, grads, strict=True)
+        if inner:
+            grads = torch.autograd.grad(rep, inner, combination.direction.to(rep), allow_unused=True)
+            updates += zip(inner, grads, strict=True)
+        for param, grad in updates:
+            if grad is not None:
+                _accumulate(param, grad)
+        return BalancerOutput(weights=weights.detach())
+
+    def remove_hook(self) -> None:
+        """Detach the forward hook from the shared module (``representation=True`` only)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
+def _accumulate(param: Tensor, grad: Tensor) -> None:
+    """Add ``grad`` to ``param.grad`` like ``backward`` does."""
+    grad = grad.detach().to(param.dtype)
+    if param.grad is None:
+        param.grad = grad.clone()
+    else:
+        param.grad.add_(grad)

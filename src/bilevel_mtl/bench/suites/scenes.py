@@ -1,0 +1,124 @@
+"""Scenes suites: ``scenes`` (NYUv2-like; segmentation, depth, normals) and ``scenes2``
+(Cityscapes-like outdoor streets; segmentation, depth)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..data.scenes import ScenesConfig, load_scenes
+from ..datasets import Splits
+from ..losses import depth_loss, normals_loss, segmentation_loss
+from ..metrics import DepthMetric, Evaluator, Metric, NormalsMetric, SegmentationMetric
+from ..models import MTANLite, SegNetLite
+from .base import Suite, TrainingDefaults
+
+
+@dataclass(frozen=True)
+class ScenesSuiteConfig:
+    """Data, network and training recipe of a Scenes suite."""
+
+    data: ScenesConfig = field(default_factory=ScenesConfig)
+    architecture: Literal["segnet", "mtan"] = "segnet"
+    width: int = 16
+    levels: int = 3
+    training: TrainingDefaults = field(default_factory=lambda: TrainingDefaults(10, 8, 1e-3))
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("segnet", "mtan"):
+            raise ValueError(f"unknown architecture {self.architecture!r}; choose 'segnet' or 'mtan'")
+        multiple = 2**self.levels
+        if self.data.height % multiple or self.data.width % multiple:
+            raise ValueError(
+                f"image size {self.data.height}x{self.data.width} must be a multiple of {multiple} "
+                f"for {self.levels} pooling levels"
+            )
+
+
+class ScenesSuite(Suite[ScenesSuiteConfig]):
+    """Indoor scenes, three tasks (the NYUv2 setting of the MARIGOLD paper's Table 1)."""
+
+    name = "scenes"
+    _TASKS: tuple[str, ...] = ("segmentation", "depth", "normals")
+
+    @classmethod
+    def preset(cls, size: str) -> ScenesSuiteConfig:
+        data = {
+            "tiny": ScenesConfig(height=16, width=16, num_train=4, num_test=2, max_objects=2),
+            "quick": ScenesConfig(height=32, width=40, num_train=64, num_test=32),
+            "default": ScenesConfig(height=64, width=80, num_train=795, num_test=654),
+            "large": ScenesConfig(height=128, width=160, num_train=795, num_test=654),
+        }[size]
+        model = {"tiny": (4, 2), "quick": (8, 3), "default": (16, 3), "large": (32, 4)}[size]
+        training = {
+            "tiny": TrainingDefaults(1, 2, 1e-3, eval_batch_size=2),
+            "quick": TrainingDefaults(2, 8, 1e-3),
+            "default": TrainingDefaults(10, 8, 1e-3),
+            "large": TrainingDefaults(100, 8, 1e-4),
+        }[size]
+        return ScenesSuiteConfig(data=data, width=model[0], levels=model[1], training=training)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self._TASKS
+
+    @property
+    def training(self) -> TrainingDefaults:
+        return self.config.training
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.config.data.classes)
+
+    def datasets(
+        self,
+        seed: int = 0,
+        cache_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        use_cache: bool = True,
+    ) -> Splits:
+        return load_scenes(self.config.data, seed, self.tasks, cache_dir, progress, use_cache)
+
+    def build_model(self) -> nn.Module:
+        channels = {"segmentation": self.num_classes, "depth": 1, "normals": 3}
+        heads = {task: channels[task] for task in self.tasks}
+        network = SegNetLite if self.config.architecture == "segnet" else MTANLite
+        unit = ("normals",) if "normals" in heads else ()
+        return network(heads, width=self.config.width, levels=self.config.levels, unit_outputs=unit)
+
+    def task_losses(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
+        losses = {"segmentation": segmentation_loss, "depth": depth_loss, "normals": normals_loss}
+        return torch.stack([losses[task](outputs[task], targets[task]) for task in self.tasks])
+
+    def evaluator(self) -> Evaluator:
+        metrics: dict[str, Metric] = {
+            "segmentation": SegmentationMetric(self.num_classes),
+            "depth": DepthMetric(),
+            "normals": NormalsMetric(),
+        }
+        return Evaluator(metrics[task] for task in self.tasks)
+
+
+class Scenes2Suite(ScenesSuite):
+    """Outdoor streets, two tasks (the Cityscapes setting of the MARIGOLD paper's Table 2)."""
+
+    name = "scenes2"
+    _TASKS = ("segmentation", "depth")
+
+    @classmethod
+    def preset(cls, size: str) -> ScenesSuiteConfig:
+        data = {
+            "tiny": ScenesConfig(
+                variant="outdoor", height=16, width=32, num_train=4, num_test=2, max_objects=1
+            ),
+            "quick": ScenesConfig(variant="outdoor", height=24, width=48, num_train=64, num_test=32),
+            "default": ScenesConfig(variant="outdoor", height=48, width=96, num_train=1000, num_test=250),
+            "large": ScenesConfig(variant="outdoor", height=96, width=192, num_train=2975, num_test=500),
+        }[size]
+        base = ScenesSuite.preset(size)
+        return ScenesSuiteConfig(data=data, width=base.width, levels=base.levels, training=base.training)

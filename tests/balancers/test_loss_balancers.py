@@ -1,0 +1,190 @@
+"""Update rules of the loss-only balancers: STL, SI, RLW, DWA, UW, FAMO, BiLB4MTL."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from balancer_cases import MultiTaskNet, flat_grad, make_closure, task_data
+from torch import Tensor
+
+from bilevel_mtl import BalancedOptimizer
+from bilevel_mtl.balancers import (
+    DWA,
+    FAMO,
+    RLW,
+    SI,
+    STL,
+    UW,
+    BiLB4MTL,
+    discrepancy_objective,
+    famo_logit_gradient,
+    famo_weights,
+)
+
+
+def sgd(lr: float):  # type: ignore[no-untyped-def]
+    return lambda params: torch.optim.SGD(params, lr=lr)
+
+
+def test_stl_trains_only_its_task() -> None:
+    losses = torch.tensor([1.0, 2.0, 3.0])
+    torch.testing.assert_close(STL(3, task=2).weights(losses), torch.tensor([0.0, 0.0, 1.0]))
+    model = MultiTaskNet(3)
+    closure = make_closure(model, task_data(3))
+    BalancedOptimizer(model, torch.optim.SGD(model.parameters(), lr=0.0), STL(3, task=1)).step(closure)
+    for i, head in enumerate(model.heads):
+        assert (head.weight.grad is not None and float(head.weight.grad.abs().max()) > 0) == (i == 1)
+    for bad in (3, -1, 1.0, True):
+        with pytest.raises(ValueError, match="task"):
+            STL(3, task=bad)  # type: ignore[arg-type]
+
+
+def test_si_is_the_gradient_of_the_mean_log_loss() -> None:
+    losses = torch.tensor([0.5, 2.0, 4.0], requires_grad=True)
+    (expected,) = torch.autograd.grad(losses.log().mean(), losses)
+    torch.testing.assert_close(SI(3).weights(losses.detach()), expected)
+    with pytest.raises(ValueError, match=r"tasks \[1\]"):
+        SI(3).weights(torch.tensor([1.0, 0.0, 2.0]))
+
+
+def test_rlw_draws_softmax_gaussians_with_mean_one_over_m() -> None:
+    balancer = RLW(4, seed=0)
+    draws = torch.stack([balancer.weights(torch.ones(4)) for _ in range(3000)])
+    assert float(draws.min()) > 0
+    torch.testing.assert_close(draws.sum(1), torch.ones(3000))
+    torch.testing.assert_close(draws.mean(0), torch.full((4,), 0.25), atol=0.01, rtol=0)
+    generator = torch.Generator().manual_seed(0)
+    first = torch.softmax(torch.randn(4, generator=generator, dtype=torch.float64), 0).float()
+    torch.testing.assert_close(RLW(4, seed=0).weights(torch.ones(4)), first)
+
+
+def test_dwa_uses_ratios_of_period_means() -> None:
+    balancer = DWA(2, temperature=2.0, window=2)
+    stream = [[4.0, 1.0], [2.0, 1.0], [1.0, 1.0], [1.0, 3.0], [5.0, 5.0]]
+    weights = [balancer.weights(torch.tensor(v)) for v in stream]
+    for w in weights[:4]:  # two complete periods are needed
+        torch.testing.assert_close(w, torch.tensor([0.5, 0.5]))
+    ratios = torch.tensor([(1.0 + 1.0) / (4.0 + 2.0), (1.0 + 3.0) / (1.0 + 1.0)])
+    torch.testing.assert_close(weights[4], torch.softmax(ratios / 2.0, 0))
+    with pytest.raises(ValueError, match="window"):
+        DWA(2, window=0)
+    with pytest.raises(ValueError, match="> 0"):
+        DWA(2).weights(torch.tensor([1.0, -1.0]))
+
+
+def test_uw_log_variance_step_and_fixed_point() -> None:
+    balancer = UW(2, optimizer=sgd(0.1))
+    losses = torch.tensor([0.5, 4.0])
+    torch.testing.assert_close(balancer.weights(losses), torch.tensor([0.5, 0.5]))
+    # s <- s - lr * (1/2 - e^{-s} f / 2) from s = 0.
+    torch.testing.assert_close(balancer.log_variances.detach(), -0.1 * (0.5 - 0.5 * losses))
+    for _ in range(400):
+        weights = balancer.weights(losses)
+    torch.testing.assert_close(weights, 1 / (2 * losses), rtol=1e-3, atol=0)
+
+
+def test_famo_weights_are_the_surrogates_gradient() -> None:
+    logits = torch.tensor([0.3, -0.2, 0.5])
+    losses = torch.tensor([0.7, 2.0, 0.1], requires_grad=True)
+    z = torch.softmax(logits, 0)
+    c = 1 / (z / losses).sum().detach()
+    (expected,) = torch.autograd.grad(c * (z * losses.log()).sum(), losses)
+    torch.testing.assert_close(famo_weights(logits, losses.detach()), expected)
+    torch.testing.assert_close(expected.sum(), torch.tensor(1.0))
+
+
+def test_famo_logit_step_is_the_closed_form() -> None:
+    before, after = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, 1.9, 3.3])
+    balancer = FAMO(3, optimizer=sgd(1.0))
+    with torch.no_grad():
+        balancer.logits.copy_(torch.tensor([0.1, 0.0, -0.4]))
+    z = torch.softmax(balancer.logits.detach(), 0)
+    delta = (before + 1e-8).log() - (after + 1e-8).log()
+    balancer.weights(before)
+    balancer.observe(after)
+    torch.testing.assert_close(
+        balancer.logits.detach(), torch.tensor([0.1, 0.0, -0.4]) - z * (delta - z @ delta)
+    )
+    # It is the softmax Jacobian applied to the log decrease.
+    logits = torch.tensor([0.1, 0.0, -0.4], requires_grad=True)
+    (vjp,) = torch.autograd.grad(torch.softmax(logits, 0), logits, grad_outputs=delta)
+    torch.testing.assert_close(famo_logit_gradient(logits.detach(), before + 1e-8, after + 1e-8), vjp)
+
+
+def test_famo_default_first_step_is_adams_sign_step() -> None:
+    before, after = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, 1.9, 3.3])
+    balancer = FAMO(3)
+    balancer.weights(before)
+    balancer.observe(after)
+    logits = balancer.logits.detach()
+    gradient = famo_logit_gradient(torch.zeros(3), before + 1e-8, after + 1e-8)
+    torch.testing.assert_close(logits, -0.025 * torch.sign(gradient), atol=1e-6, rtol=0)
+    assert float(logits[0]) < 0 < float(logits[2])  # the task that improved most loses weight
+
+
+def test_famo_in_the_one_call_step() -> None:
+    model = MultiTaskNet(3)
+    closure = make_closure(model, task_data(3))
+    balancer = FAMO(3)
+    optimizer = BalancedOptimizer(model, torch.optim.SGD(model.parameters(), lr=0.01), balancer)
+    losses = closure().detach()
+    expected_grad = flat_grad_of(model, closure, famo_weights(torch.zeros(3), losses + 1e-8))
+    record = optimizer.step(closure)
+    assert record.losses_after is not None
+    torch.testing.assert_close(record.losses_after, closure().detach())
+    torch.testing.assert_close(flat_grad(model), expected_grad)
+    assert float(balancer.logits.detach().abs().max()) > 0
+    with pytest.raises(RuntimeError, match="follow"):
+        FAMO(3).observe(torch.ones(3))
+    with pytest.raises(ValueError, match="min_losses"):
+        FAMO(2, min_losses=[1.0, 0.0]).weights(torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="min_losses"):
+        FAMO(2, min_losses=[1.0])
+
+
+def flat_grad_of(model: MultiTaskNet, closure, weights: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
+    model.zero_grad()
+    (weights @ closure()).backward()
+    grad = flat_grad(model)
+    model.zero_grad()
+    return grad
+
+
+def ldc_total_loss(losses: Tensor, initial: Tensor, router: Tensor, penalty: float) -> Tensor:
+    """The LDC-MTL scripts' objective, written out (NYUv2 form, normalised by the first losses)."""
+    weights = torch.softmax(router, 0)
+    normalised = losses / initial
+    weighted_loss = weights @ normalised / weights.sum()
+    wl = weights * normalised
+    return weighted_loss + penalty * torch.abs(wl[:-1] - wl[1:]).sum()
+
+
+def test_bilb4mtl_is_one_joint_step_of_the_ldc_objective() -> None:
+    balancer = BiLB4MTL(3, penalty=0.1, optimizer=sgd(0.5))
+    initial = torch.tensor([2.0, 0.5, 1.0])
+    balancer.weights(initial)  # the first call fixes the normalisation
+    router = balancer.router.detach().clone().requires_grad_(True)
+    losses = torch.tensor([1.0, 0.4, 0.9], requires_grad=True)
+    total = ldc_total_loss(losses, initial, router, 0.1)
+    loss_grad, router_grad = torch.autograd.grad(total, [losses, router])
+    weights = balancer.weights(losses.detach())
+    torch.testing.assert_close(weights, loss_grad)
+    torch.testing.assert_close(balancer.router.detach(), router.detach() - 0.5 * router_grad)
+    value = discrepancy_objective(losses.detach() / initial, torch.softmax(router.detach(), 0), 0.1)
+    torch.testing.assert_close(value, total.detach())
+
+
+def test_bilb4mtl_variants_and_bad_arguments() -> None:
+    for options in ({"activation": "sigmoid"}, {"clamp": (0.2, 0.8)}, {"normalize": False}):
+        balancer = BiLB4MTL(3, **options)  # type: ignore[arg-type]
+        for _ in range(3):
+            weights = balancer.weights(torch.tensor([1.0, 2.0, 0.5]))
+            assert bool(torch.isfinite(weights).all())
+    with pytest.raises(ValueError, match="> 0"):
+        BiLB4MTL(2).weights(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="activation"):
+        BiLB4MTL(2, activation="relu")
+    with pytest.raises(ValueError, match="clamp"):
+        BiLB4MTL(2, clamp=(0.8, 0.2))
+    with pytest.raises(ValueError, match="penalty"):
+        BiLB4MTL(2, penalty=-1.0)

@@ -1,0 +1,198 @@
+"""Models (forward/backward), loss functions, suite descriptions and a few LS training steps per suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bilevel_mtl
+from bilevel_mtl.bench import SUITES, iterate_batches, make_suite
+from bilevel_mtl.bench.losses import (
+    columnwise_cross_entropy,
+    depth_loss,
+    masked_binary_cross_entropy,
+    normals_loss,
+    segmentation_loss,
+)
+from bilevel_mtl.bench.models import AdsModel, DigitsCNN, ManyTasksMLP, MTANLite, SegNetLite
+
+
+def _backward_reaches_every_parameter(model: torch.nn.Module, outputs: dict[str, torch.Tensor]) -> None:
+    sum(output.float().pow(2).mean() for output in outputs.values()).backward()  # type: ignore[union-attr]
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(parameter.grad).all(), f"{name} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("network", [SegNetLite, MTANLite])
+def test_dense_models_shapes_unit_normals_and_gradients(network: type[SegNetLite]) -> None:
+    torch.manual_seed(0)
+    model = network(
+        {"segmentation": 5, "depth": 1, "normals": 3}, width=4, levels=2, unit_outputs=("normals",)
+    )
+    outputs = model(torch.rand(2, 3, 8, 12))
+    assert outputs["segmentation"].shape == (2, 5, 8, 12)
+    assert outputs["depth"].shape == (2, 1, 8, 12)
+    torch.testing.assert_close(outputs["normals"].norm(dim=1), torch.ones(2, 8, 12))
+    _backward_reaches_every_parameter(model, outputs)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        model(torch.rand(1, 3, 10, 12))
+    with pytest.raises(ValueError, match="unit_outputs"):
+        network({"depth": 1}, unit_outputs=("normals",))
+
+
+def test_small_models_shapes_and_gradients() -> None:
+    torch.manual_seed(0)
+    cnn = DigitsCNN({"left": 10, "right": 10}, height=12, width=14)
+    outputs = cnn(torch.rand(3, 1, 12, 14))
+    assert {k: tuple(v.shape) for k, v in outputs.items()} == {"left": (3, 10), "right": (3, 10)}
+    _backward_reaches_every_parameter(cnn, outputs)
+    mlp = ManyTasksMLP(input_dim=5, num_regression=3, num_classification=2, num_classes=4, hidden=8)
+    outputs = mlp(torch.randn(6, 5))
+    assert outputs["regression"].shape == (6, 3) and outputs["classification"].shape == (6, 2, 4)
+    _backward_reaches_every_parameter(mlp, outputs)
+    ads = AdsModel([7, 5], num_dense=3, tasks=("click", "conv"), embedding_dim=2, hidden=(4,))
+    inputs = torch.cat([torch.tensor([[6.0, 4.0], [0.0, 1.0]]), torch.randn(2, 3)], dim=1)
+    outputs = ads(inputs)
+    assert outputs["click"].shape == (2,)
+    sum(o.sum() for o in outputs.values()).backward()  # type: ignore[union-attr]
+    assert ads.embeddings[0].weight.grad is not None
+    assert set(ads.embeddings[0].weight.grad.abs().sum(dim=1).nonzero().ravel().tolist()) == {0, 6}
+
+
+def test_dense_losses_by_hand() -> None:
+    logits = torch.randn(1, 3, 2, 2)
+    labels = torch.tensor([[[0, 2], [-1, 1]]])
+    valid = labels[0] >= 0
+    expected = F.cross_entropy(logits.permute(0, 2, 3, 1)[0][valid], labels[0][valid])
+    torch.testing.assert_close(segmentation_loss(logits, labels), expected)
+    prediction = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
+    depth = torch.tensor([1.0, 4.0, 0.0, 2.0]).reshape(1, 1, 2, 2)
+    torch.testing.assert_close(depth_loss(prediction, depth), torch.tensor(4.0 / 3.0))
+    truth = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]).T.reshape(1, 3, 1, 3)
+    guess = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).T.reshape(1, 3, 1, 3)
+    torch.testing.assert_close(normals_loss(guess, truth), torch.tensor(0.5))  # (0 + 1) / 2 valid pixels
+
+
+def test_binary_and_columnwise_losses() -> None:
+    logits = torch.tensor([0.0, 1.0, -1.0], requires_grad=True)
+    targets = torch.tensor([1.0, 0.0, 0.3])
+    mask = torch.tensor([True, False, True])
+    expected = F.binary_cross_entropy_with_logits(logits[mask], targets[mask])
+    torch.testing.assert_close(masked_binary_cross_entropy(logits, targets, mask), expected)
+    empty = masked_binary_cross_entropy(logits, targets, torch.zeros(3, dtype=torch.bool))
+    assert float(empty.detach()) == 0.0 and empty.requires_grad
+    column_logits, column_labels = torch.randn(5, 3, 4), torch.randint(0, 4, (5, 3))
+    per_task = columnwise_cross_entropy(column_logits, column_labels)
+    for task in range(3):
+        torch.testing.assert_close(
+            per_task[task], F.cross_entropy(column_logits[:, task], column_labels[:, task])
+        )
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_each_suite_trains_with_ls_and_evaluates(name: str, tmp_path: Path) -> None:
+    suite = make_suite(name, "tiny")
+    data = suite.datasets(seed=0, cache_dir=tmp_path, progress=False)
+    model = suite.model(seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=suite.training.learning_rate)
+    trainer = bilevel_mtl.BalancedOptimizer(model, optimizer, bilevel_mtl.LS(suite.num_tasks))
+    steps = 0
+    for inputs, targets in iterate_batches(data.train, suite.training.batch_size, shuffle=True, seed=0):
+        record = trainer.step(lambda: suite.task_losses(model(inputs), targets))  # noqa: B023
+        assert record.losses.shape == (suite.num_tasks,) and torch.isfinite(record.losses).all()
+        torch.testing.assert_close(record.weights, torch.full((suite.num_tasks,), 1.0 / suite.num_tasks))
+        steps += 1
+        if steps == 2:
+            break
+    assert steps == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    scores = suite.evaluate(model, data.test)
+    assert list(scores) == [spec.name for spec in suite.metrics]
+    assert set(suite.higher_is_better) == set(scores)
+    assert {spec.task for spec in suite.metrics} <= set(suite.tasks)
+    assert all(torch.isfinite(torch.tensor(value)) for value in scores.values())
+    assert model.training  # evaluate restored the mode
+
+
+def test_manytasks_scales_to_256_tasks(tmp_path: Path) -> None:
+    suite = make_suite("manytasks", "tiny", num_tasks=256, classification_fraction=0.25)
+    data = suite.datasets(cache_dir=tmp_path, progress=False)
+    model = suite.model(seed=0)
+    inputs, targets = next(iterate_batches(data.train, 8))
+    losses = suite.task_losses(model(inputs), targets)
+    assert losses.shape == (256,) and suite.tasks[191] == "reg191" and suite.tasks[192] == "cls000"
+    torch.testing.assert_close(
+        losses[:192], (model(inputs)["regression"] - targets["regression"]).pow(2).mean(0)
+    )
+    meta = suite.task_metadata(cache_dir=tmp_path)  # type: ignore[attr-defined]
+    assert meta["conflicting"].sum() == 64 and meta["direction"].shape == (256, 16)
+    assert len(suite.metrics) == 256
+
+
+def test_suite_model_seed_is_reproducible_and_leaves_the_global_stream_alone() -> None:
+    suite = make_suite("digits", "tiny")
+    state = torch.get_rng_state()
+    first, second = suite.model(seed=3), suite.model(seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    other = suite.model(seed=4)
+    assert not torch.equal(next(first.parameters()), next(other.parameters()))
+
+
+def test_make_suite_overrides_route_to_data_model_and_training() -> None:
+    suite = make_suite("manytasks", "tiny", num_tasks=6, hidden=32, epochs=4)
+    assert suite.num_tasks == 6 and suite.config.hidden == 32 and suite.training.epochs == 4
+    assert suite.tasks == ("reg000", "reg001", "reg002", "cls000", "cls001", "cls002")
+    assert make_suite("scenes", "tiny", architecture="mtan").build_model().__class__ is MTANLite
+    assert make_suite("ads", "tiny").main_task == "click"
+    with pytest.raises(ValueError, match="unknown setting 'colour'"):
+        make_suite("digits", "tiny", colour="red")
+    with pytest.raises(ValueError, match="unknown suite"):
+        make_suite("imagenet")
+    with pytest.raises(ValueError, match="unknown size"):
+        make_suite("digits", "huge")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        make_suite("scenes", "tiny", levels=3, height=20)
+
+
+def _train_ls(name: str, steps: int, **overrides: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """``steps`` Adam steps of the quick suite on the summed losses: (first losses, test losses, scores)."""
+    suite = make_suite(name, "quick", **overrides)
+    data = suite.datasets(seed=0, use_cache=False, progress=False)
+    model = suite.model(seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first: torch.Tensor | None = None
+    step = 0
+    while step < steps:
+        for inputs, targets in iterate_batches(data.train, 64, shuffle=True, seed=step):
+            losses = suite.task_losses(model(inputs), targets)
+            first = losses.detach() if first is None else first
+            optimizer.zero_grad()
+            losses.sum().backward()
+            optimizer.step()
+            step += 1
+            if step == steps:
+                break
+    inputs, targets = data.test.take(torch.arange(len(data.test)))  # type: ignore[attr-defined]
+    with torch.no_grad():
+        final = suite.task_losses(model(inputs), targets)
+    assert first is not None
+    return first, final, suite.evaluate(model, data.test)
+
+
+def test_digits_are_learnable() -> None:
+    _, _, scores = _train_ls("digits", 150)
+    assert scores["left/accuracy"] > 35.0 and scores["right/accuracy"] > 35.0, scores  # chance: 10%
+
+
+def test_manytasks_are_learnable() -> None:
+    # Equal scales, so that the summed loss does not neglect any task (unequal scales are the balancers' job).
+    first, final, _ = _train_ls("manytasks", 100, scale_decades=0.0, num_train=2000)
+    assert torch.all(final < 0.8 * first), f"{first.tolist()} -> {final.tolist()}"

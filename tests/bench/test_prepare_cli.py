@@ -1,0 +1,27 @@
+"""``bilevel-mtl bench data`` generates the tiny data sets into a cache directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bilevel_mtl.cli import main
+
+
+def test_bench_data_command_fills_the_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "bench",
+        "data",
+        "--size",
+        "tiny",
+        "--suites",
+        "digits",
+        "manytasks",
+        "--cache-dir",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    output = capsys.readouterr().out
+    assert "digits" in output and "manytasks" in output and "train       64" in output and "cpu" in output
+    assert {path.name.split("-")[0] for path in tmp_path.glob("*.npz")} == {"digits", "manytasks"}

@@ -1,0 +1,181 @@
+"""MultiDigits, ManyTasks and Ads generators; the cache; the batch iterator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bilevel_mtl.bench.cache import CACHE_ENV, cache_root, cached_arrays
+from bilevel_mtl.bench.data.ads import AdsConfig, generate_ads, load_ads
+from bilevel_mtl.bench.data.digits import DigitsConfig, compose, generate_digits, load_sklearn_digits
+from bilevel_mtl.bench.data.manytasks import ManyTasksConfig, generate_manytasks, load_manytasks
+from bilevel_mtl.bench.datasets import TensorDictDataset, iterate_batches
+from bilevel_mtl.bench.metrics import normalized_entropy
+
+DIGITS = DigitsConfig(num_train=50, num_test=20)
+MANY = ManyTasksConfig(num_tasks=12, num_train=3000, num_test=50, classification_fraction=0.25)
+ADS = AdsConfig(
+    num_users=60, num_ads=30, num_categories=5, num_sites=6, num_train=3000, num_test=1000,
+    num_teacher_extra=3000, teacher_epochs=2, teacher_batch_size=256, teacher_hidden=(32,),
+)  # fmt: skip
+
+
+def _assert_deterministic(generate, config) -> None:  # type: ignore[no-untyped-def]
+    first, again, other = generate(config, 0, False), generate(config, 0, False), generate(config, 1, False)
+    assert first.keys() == again.keys()
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+    changed = [key for key in first if not np.array_equal(first[key], other[key])]
+    assert len(changed) >= len(first) - 1, f"a new seed left {set(first) - set(changed)} unchanged"
+
+
+@pytest.mark.parametrize(
+    ("generate", "config"),
+    [(generate_digits, DIGITS), (generate_manytasks, MANY)],
+    ids=["digits", "manytasks"],
+)
+def test_generators_are_deterministic(generate, config) -> None:  # type: ignore[no-untyped-def]
+    _assert_deterministic(generate, config)
+
+
+def test_compose_places_digits_in_their_corners_and_keeps_the_brighter_pixel() -> None:
+    left = np.zeros((1, 8, 8))
+    left[0, :, 0] = 16.0  # a vertical bar in the digit's first column
+    right = np.full((1, 8, 8), 4.0)
+    canvas = compose(left, right, np.array([[1, 2]]), np.array([[0, 1]]), height=12, width=14)
+    expected = np.zeros((12, 14))
+    expected[4:12, 5:13] = 4.0  # right digit: bottom row 12 - 8 - 0, column 14 - 8 - 1
+    expected[1:9, 2] = 16.0
+    np.testing.assert_array_equal(canvas[0], expected)
+
+
+def test_digits_images_and_labels_match_their_sources() -> None:
+    arrays = generate_digits(DIGITS, 3, False)
+    images, labels = load_sklearn_digits()
+    assert arrays["train/image"].shape == (50, 1, 12, 14) and arrays["train/image"].dtype == np.float32
+    assert arrays["train/image"].min() >= 0.0 and arrays["train/image"].max() <= 1.0
+    source = arrays["train/source"]
+    np.testing.assert_array_equal(arrays["train/left"], labels[source[:, 0]])
+    np.testing.assert_array_equal(arrays["train/right"], labels[source[:, 1]])
+    shift = arrays["train/shift"]
+    assert shift.min() >= 0 and shift.max() <= DIGITS.max_shift
+    rebuilt = compose(images[source[:, 0]], images[source[:, 1]], shift[:, :2], shift[:, 2:], 12, 14) / 16.0
+    np.testing.assert_allclose(arrays["train/image"][:, 0], rebuilt, rtol=1e-6)
+    # Test images use only digits no training image uses.
+    assert not set(source.ravel()) & set(arrays["test/source"].ravel())
+
+
+def test_digits_config_checks_the_canvas() -> None:
+    with pytest.raises(ValueError, match="right one starting right"):
+        DigitsConfig(width=12, max_shift=2)
+
+
+def test_manytasks_targets_follow_the_construction() -> None:
+    arrays = generate_manytasks(MANY, 0, False)
+    m, regression = MANY.num_tasks, MANY.num_regression
+    assert arrays["train/x"].shape == (3000, MANY.input_dim)
+    assert arrays["train/regression"].shape == (3000, regression)
+    assert arrays["train/classification"].shape == (3000, MANY.num_classification)
+    directions, conflicting = arrays["meta/direction"], arrays["meta/conflicting"]
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1.0)
+    assert conflicting.sum() == round(MANY.conflict_fraction * m)
+    cosine = directions @ directions.T
+    same = conflicting[:, None] == conflicting[None, :]
+    off_diagonal = ~np.eye(m, dtype=bool)
+    # c = 0.8: aligned pairs have cosine c^2 ± (1 - c^2) > 0, opposed pairs -c^2 ± (1 - c^2) < 0.
+    assert np.all(cosine[same & off_diagonal] > 0.28 - 1e-9)
+    assert np.all(cosine[~same] < -0.28 + 1e-9)
+    scale = arrays["meta/scale"]
+    assert np.all((scale >= 0.1) & (scale <= 10.0))
+    z = arrays["train/x"].astype(np.float64) @ directions.T
+    signal = z + np.sin(z[:, :, None] * arrays["meta/alpha"] + arrays["meta/beta"]).sum(axis=2)
+    residual = arrays["train/regression"] / scale[:regression] - signal[:, :regression]
+    np.testing.assert_allclose(residual.std(axis=0), MANY.noise_std, rtol=0.1)
+    labels = arrays["train/classification"]
+    for column in range(MANY.num_classification):
+        frequencies = np.bincount(labels[:, column], minlength=MANY.num_classes) / len(labels)
+        np.testing.assert_allclose(frequencies, 1 / MANY.num_classes, atol=0.04)
+        ordered = np.argsort(signal[:, regression + column])
+        assert np.corrcoef(signal[ordered, regression + column], labels[ordered, column])[0, 1] > 0.8
+
+
+def test_manytasks_with_only_regression_has_empty_classification(tmp_path: Path) -> None:
+    splits, meta = load_manytasks(ManyTasksConfig(num_tasks=3, num_train=10, num_test=5), cache_dir=tmp_path)
+    _, targets = splits.train[0]
+    assert targets["regression"].shape == (3,) and targets["classification"].shape == (0,)
+    assert meta["meta/direction"].shape == (3, 16)
+
+
+def test_ads_labels_rates_teacher_and_determinism(tmp_path: Path) -> None:
+    arrays = generate_ads(ADS, 0, False)
+    again = load_ads(ADS, seed=0, cache_dir=tmp_path, progress=False)
+    for split, data in zip(("train", "test"), again, strict=True):
+        assert isinstance(data, TensorDictDataset)
+        np.testing.assert_array_equal(data.inputs.numpy(), arrays[f"{split}/inputs"])
+        for task, value in data.targets.items():
+            np.testing.assert_array_equal(value.numpy(), arrays[f"{split}/{task}"])
+    other = generate_ads(ADS, 1, False)
+    assert not np.array_equal(arrays["train/click"], other["train/click"])
+    assert not np.array_equal(arrays["train/distill"], other["train/distill"])
+    inputs = arrays["train/inputs"]
+    assert inputs.shape == (3000, 4 + ADS.num_dense)
+    ids = inputs[:, :4].astype(np.int64)
+    np.testing.assert_array_equal(ids, inputs[:, :4])  # ids are whole numbers
+    assert np.all(ids.min(axis=0) >= 0) and np.all(ids.max(axis=0) < np.array(ADS.vocab_sizes))
+    click, given, conv = (arrays[f"train/{task}"] for task in ("click", "conv_given_click", "conv"))
+    assert set(np.unique(click)) <= {0.0, 1.0} and set(np.unique(given)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(conv, click * given)
+    # Rates are calibrated on all impressions; 3000 samples give a standard error of about 0.0055.
+    assert abs(click.mean() - ADS.click_rate) < 0.03
+    assert abs(given.mean() - ADS.conversion_rate) < 0.04
+    distill = torch.from_numpy(arrays["test/distill"])
+    assert float(distill.min()) > 0.0 and float(distill.max()) < 1.0
+    # The teacher (privileged features, more data) predicts test clicks better than the base rate.
+    assert normalized_entropy(distill, torch.from_numpy(arrays["test/click"])) < 0.97
+
+
+def test_cache_builds_once_and_honours_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def build() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return {"a": np.arange(3)}
+
+    first = cached_arrays("thing", {"n": 3}, build, tmp_path)
+    second = cached_arrays("thing", {"n": 3}, build, tmp_path)
+    np.testing.assert_array_equal(first["a"], second["a"])
+    assert len(calls) == 1
+    cached_arrays("thing", {"n": 4}, build, tmp_path)
+    assert len(calls) == 2
+    cached_arrays("thing", {"n": 3}, build, tmp_path, use_cache=False)
+    assert len(calls) == 3
+    assert not list(tmp_path.glob("*.tmp.npz"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
+    assert cache_root() == tmp_path / "env"
+    monkeypatch.delenv(CACHE_ENV)
+    assert cache_root() == Path.home() / ".cache" / "bilevel_mtl"
+
+
+def test_iterate_batches_covers_every_sample_once_and_replays_with_the_seed() -> None:
+    data = TensorDictDataset(torch.arange(10.0)[:, None], {"y": torch.arange(10)})
+    batches = list(iterate_batches(data, 4, shuffle=True, seed=3))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    seen = torch.cat([b[1]["y"] for b in batches])
+    assert sorted(seen.tolist()) == list(range(10))
+    torch.testing.assert_close(torch.cat([b[0][:, 0] for b in batches]), seen.float())
+    replay = torch.cat([b[1]["y"] for b in iterate_batches(data, 4, shuffle=True, seed=3)])
+    torch.testing.assert_close(seen, replay)
+    assert [len(b[0]) for b in iterate_batches(data, 4, drop_last=True)] == [4, 4]
+    # Any torch Dataset works through a DataLoader with the same batch shape.
+    generic = torch.utils.data.Subset(data, list(range(10)))
+    inputs, targets = next(iter(iterate_batches(generic, 4)))
+    assert inputs.shape == (4, 1) and targets["y"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="batch_size"):
+        next(iterate_batches(data, 0))
+    with pytest.raises(ValueError, match="samples"):
+        TensorDictDataset(torch.zeros(3), {"y": torch.zeros(4)})
