@@ -22,7 +22,7 @@ class SinglePoint(ZerothOrder):
     :math:`q=((\mathrm{tr}H)^2+2\,\mathrm{tr}H^2)/(m(m+2))`) its total variance is
     :math:`(m/r)^2[\Phi_0^2 + r^2|a|^2/m + r^2\Phi_0\,\mathrm{tr}H/m + r^4q/4] - |a|^2`:
     dominated by :math:`(m\Phi_0/r)^2`. ``num_directions`` averages independent draws.
-    See :mod:`bilevel_mtl.estimators.zeroth_order` for ``directions`` and ``space``.
+    See :class:`ZerothOrder` for ``directions`` and ``space``.
 
     Cost per estimate (``k = num_directions``): ``k`` evaluations of Φ, each one
     backward on the step's retained graph (the perturbed weighted gradient), one

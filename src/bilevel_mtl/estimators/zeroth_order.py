@@ -1,39 +1,4 @@
-r"""The zeroth-order (derivative-free) family: random directions, perturbations, and the shared base.
-
-Every member estimates :math:`\nabla\Phi(\lambda)` from values of Φ at points
-:math:`\lambda` moved by a radius ``r`` along random unit directions ``u``:
-
-* ``directions="sphere"``: ``u`` uniform on the unit sphere of :math:`\mathbb{R}^m`
-  (dimension factor ``n = m``, :math:`\mathbb{E}[uu^\top] = I/m`);
-* ``directions="tangent"``: ``u`` uniform on the unit sphere of the simplex tangent
-  space :math:`T=\{v:\sum_i v_i=0\}` (``n = m - 1``, :math:`\mathbb{E}[uu^\top]=P/(m-1)`,
-  :math:`P = I - \mathbf{1}\mathbf{1}^\top/m`). It estimates :math:`P\nabla\Phi`, which
-  is all a simplex parametrization uses: for any λ(u) on the simplex,
-  :math:`(\partial\lambda/\partial u)^\top\mathbf 1 = 0`, so the component along
-  :math:`\mathbf 1` never reaches the upper variables (it is pure noise there).
-
-Where the perturbation is made (``space``):
-
-* ``"weights"`` (the paper): :math:`\lambda + r u`;
-* ``"logits"``: the softmax logits, :math:`\mathrm{softmax}(\log\lambda + r u)` (stays on the
-  simplex; a multiplicative perturbation :math:`\lambda_i e^{ru_i}` renormalised). The
-  estimate :math:`\hat g_z` of :math:`\nabla_z\Phi(\mathrm{softmax}(z))` is returned as the
-  weights-space vector :math:`y = P\hat g_z \oslash \lambda`, chosen so that its pull-back
-  through the softmax is the logits estimate, :math:`(\mathrm{diag}\lambda-\lambda\lambda^\top)
-  y = P\hat g_z`; in expectation :math:`y = \nabla\Phi - (\lambda^\top\nabla\Phi)\mathbf 1`,
-  i.e. the weights gradient up to a multiple of :math:`\mathbf 1` that no simplex
-  parametrization sees. A balancer that chains the estimate through its
-  parametrization (:class:`~bilevel_mtl.Marigold`) therefore needs no change. Simplex
-  weights only;
-* ``"log-weights"``: :math:`\lambda \odot e^{ru}` (positive, off-simplex weights such as
-  :class:`~bilevel_mtl.PositiveWeights`); the estimate :math:`\hat g_s` of
-  :math:`\nabla_s\Phi(e^s)` is returned as :math:`\hat g_s \oslash \lambda`, which chains
-  exactly through :math:`\omega = e^s`.
-
-All evaluations of one estimate share the step's batch and dropout masks (common
-random numbers: :meth:`bilevel_mtl.StepContext.losses_at` replays the random state
-of the step's own forward pass), so differences of Φ measure the perturbation only.
-"""
+"""The zeroth-order (derivative-free) family: random directions, perturbations, and the shared base."""
 
 from __future__ import annotations
 
@@ -72,7 +37,41 @@ def project_tangent(vectors: Tensor) -> Tensor:
 
 
 class ZerothOrder(Estimator):
-    """Shared machinery of the zeroth-order estimators (see the module docstring).
+    r"""Shared machinery of the zeroth-order estimators.
+
+    Every member estimates :math:`\nabla\Phi(\lambda)` from values of Φ at points
+    :math:`\lambda` moved by a radius ``r`` along random unit directions ``u``:
+
+    * ``directions="sphere"``: ``u`` uniform on the unit sphere of :math:`\mathbb{R}^m`
+      (dimension factor ``n = m``, :math:`\mathbb{E}[uu^\top] = I/m`);
+    * ``directions="tangent"``: ``u`` uniform on the unit sphere of the simplex tangent
+      space :math:`T=\{v:\sum_i v_i=0\}` (``n = m - 1``, :math:`\mathbb{E}[uu^\top]=P/(m-1)`,
+      :math:`P = I - \mathbf{1}\mathbf{1}^\top/m`). It estimates :math:`P\nabla\Phi`, which
+      is all a simplex parametrization uses: for any λ(u) on the simplex,
+      :math:`(\partial\lambda/\partial u)^\top\mathbf 1 = 0`, so the component along
+      :math:`\mathbf 1` never reaches the upper variables (it is pure noise there).
+
+    Where the perturbation is made (``space``):
+
+    * ``"weights"`` (the paper): :math:`\lambda + r u`;
+    * ``"logits"``: the softmax logits, :math:`\mathrm{softmax}(\log\lambda + r u)` (stays on the
+      simplex; a multiplicative perturbation :math:`\lambda_i e^{ru_i}` renormalised). The
+      estimate :math:`\hat g_z` of :math:`\nabla_z\Phi(\mathrm{softmax}(z))` is returned as the
+      weights-space vector :math:`y = P\hat g_z \oslash \lambda`, chosen so that its pull-back
+      through the softmax is the logits estimate, :math:`(\mathrm{diag}\lambda-\lambda\lambda^\top)
+      y = P\hat g_z`; in expectation :math:`y = \nabla\Phi - (\lambda^\top\nabla\Phi)\mathbf 1`,
+      i.e. the weights gradient up to a multiple of :math:`\mathbf 1` that no simplex
+      parametrization sees. A balancer that chains the estimate through its
+      parametrization (:class:`~bilevel_mtl.Marigold`) therefore needs no change. Simplex
+      weights only;
+    * ``"log-weights"``: :math:`\lambda \odot e^{ru}` (positive, off-simplex weights such as
+      :class:`~bilevel_mtl.PositiveWeights`); the estimate :math:`\hat g_s` of
+      :math:`\nabla_s\Phi(e^s)` is returned as :math:`\hat g_s \oslash \lambda`, which chains
+      exactly through :math:`\omega = e^s`.
+
+    All evaluations of one estimate share the step's batch and dropout masks (common
+    random numbers: :meth:`bilevel_mtl.StepContext.losses_at` replays the random state
+    of the step's own forward pass), so differences of Φ measure the perturbation only.
 
     A subclass says at which points Φ is evaluated (:meth:`points`) and how the
     values weigh each direction (:meth:`coefficients`); the rest (sampling, the
