@@ -9,6 +9,7 @@ from collections.abc import Sequence
 # Benchmark suites: name -> module exposing ``configure(parser)`` and ``run(args) -> int``.
 BENCHMARKS: dict[str, str] = {
     "data": "bilevel_mtl.bench.prepare",
+    "estimators": "bilevel_mtl.bench.estimators",
 }
 
 
