@@ -32,7 +32,16 @@ from .balancers import (
 )
 from .context import StepContext
 from .criteria import Criterion, FunctionCriterion, MainTaskLoss, WorstCaseDecrement
-from .estimators import Estimator, SinglePoint, UpperObjective
+from .estimators import (
+    Estimator,
+    Exact,
+    ForwardDifference,
+    Implicit,
+    SinglePoint,
+    TwoPoint,
+    Unrolled,
+    UpperObjective,
+)
 from .lookahead import LookAhead
 from .parametrizations import Parametrization, PositiveWeights, ScaledSoftmax, Softmax
 from .registry import build_balancer
@@ -57,9 +66,12 @@ __all__ = [
     "CAGrad",
     "Criterion",
     "Estimator",
+    "Exact",
+    "ForwardDifference",
     "FunctionCriterion",
     "GradDrop",
     "GradientBalancer",
+    "Implicit",
     "LookAhead",
     "MainTaskLoss",
     "Marigold",
@@ -77,6 +89,8 @@ __all__ = [
     "Softmax",
     "StepContext",
     "StepRecord",
+    "TwoPoint",
+    "Unrolled",
     "UpperObjective",
     "UpperUpdate",
     "WorstCaseDecrement",

@@ -231,6 +231,46 @@ ESTIMATORS: dict[str, MethodInfo] = {
         "Chen et al. 2026, Algorithm 1",
         "(n/r) Φ(λ+ru) u: one look-ahead (1 backward + 1 forward) per direction",
     ),
+    "two_point": MethodInfo(
+        "two_point",
+        "estimator",
+        "bilevel_mtl.estimators:TwoPoint",
+        _OD,
+        "antithetic zeroth-order estimator (Nesterov & Spokoiny 2017)",
+        "(n/2r)(Φ(λ+ru) − Φ(λ−ru)) u: two look-aheads per direction, same batch and dropout masks",
+    ),
+    "forward_difference": MethodInfo(
+        "forward_difference",
+        "estimator",
+        "bilevel_mtl.estimators:ForwardDifference",
+        _OD,
+        "forward-difference zeroth-order estimator (Nesterov & Spokoiny 2017)",
+        "(n/r)(Φ(λ+ru) − Φ(λ)) u: 1 + num_directions look-aheads",
+    ),
+    "unrolled": MethodInfo(
+        "unrolled",
+        "estimator",
+        "bilevel_mtl.estimators:Unrolled",
+        _OD,
+        "reverse-mode differentiation through k optimizer steps (Maclaurin et al. 2015)",
+        "exact gradient of the k-step objective; double backward, memory grows with k",
+    ),
+    "implicit": MethodInfo(
+        "implicit",
+        "estimator",
+        "bilevel_mtl.estimators:Implicit",
+        _OD,
+        "implicit function theorem (Pedregosa 2016; Lorraine et al. 2020)",
+        "hypergradient of θ*(λ) by CG / normal-CG / Neumann Hessian-vector solves",
+    ),
+    "exact": MethodInfo(
+        "exact",
+        "estimator",
+        "bilevel_mtl.estimators:Exact",
+        _OMD,
+        "dense autograd through the look-ahead (reference)",
+        "m Jacobian rows through the one-step look-ahead: for tests and benchmarks",
+    ),
 }
 
 
