@@ -84,6 +84,7 @@ def mlp_problem(
         opt.zero_grad()
         closure().sum().backward()
         opt.step()
+    opt.zero_grad()  # BalancedOptimizer refuses gradients left from outside its step
     return model, opt, closure
 
 

@@ -123,13 +123,13 @@ def test_perturbed_mode_still_needs_one_single_point_direction() -> None:
         Marigold(M, mode="perturbed", estimator=TwoPoint())
 
 
-def test_default_estimators() -> None:
-    """Faithful: two-point, tangent on the simplex, sphere off it; perturbed: the paper's single point."""
-    faithful = Marigold(M, mode="faithful", radius=0.01).estimator
-    assert isinstance(faithful, TwoPoint) and faithful.directions == "tangent" and faithful.radius == 0.01
+def test_default_estimator_is_the_papers_in_both_modes() -> None:
+    """The paper's single point with sphere directions and the given radius, whatever the mode."""
+    for mode in ("faithful", "perturbed"):
+        estimator = Marigold(M, mode=mode, radius=0.01).estimator
+        assert type(estimator) is SinglePoint and estimator.directions == "sphere"
+        assert estimator.radius == 0.01 and estimator.num_directions == 1
     positive = Marigold(
         M, mode="faithful", parametrization=PositiveWeights(M), criterion=MainTaskLoss(M)
     ).estimator
-    assert isinstance(positive, TwoPoint) and positive.directions == "sphere"
-    perturbed = Marigold(M).estimator  # the default mode
-    assert type(perturbed) is SinglePoint and perturbed.directions == "sphere"
+    assert type(positive) is SinglePoint and positive.directions == "sphere"
