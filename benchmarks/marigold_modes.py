@@ -1,7 +1,10 @@
-"""Quality and cost of MARIGOLD's modes against LS on the demo problem.
+"""Quality and cost of MARIGOLD configurations against LS on the demo problem.
 
 Usage: python benchmarks/marigold_modes.py [--steps N] [--seeds 0 1 2] [--upper-lrs 1e-4 1e-3]
-Writes benchmarks/results/marigold_modes/results.json (with command, commit and device).
+       [--variants modes estimators] [--out DIR]
+``modes`` compares the two modes with the paper's estimator; ``estimators`` compares the
+faithful mode with the tangent two-point estimator, on the paper's absolute criterion and
+on the relative one. Writes DIR/<variant>.json (with command, commit and device).
 """
 
 from __future__ import annotations
@@ -12,12 +15,34 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from bilevel_mtl import LS, Balancer, Marigold, TwoPoint, WorstCaseDecrement
 from bilevel_mtl.demo import train
+
+
+def variants(upper_lr: float) -> dict[str, dict[str, Callable[[], Balancer]]]:
+    relative = lambda: WorstCaseDecrement(3, relative=True)  # noqa: E731
+    two_point = lambda: TwoPoint(directions="tangent")  # noqa: E731
+    return {
+        "modes": {
+            "LS": lambda: LS(3),
+            "MARIGOLD perturbed": lambda: Marigold(3, mode="perturbed", lr=upper_lr),
+            "MARIGOLD faithful": lambda: Marigold(3, mode="faithful", lr=upper_lr),
+        },
+        "estimators": {
+            "LS": lambda: LS(3),
+            "faithful two-point": lambda: Marigold(3, mode="faithful", lr=upper_lr, estimator=two_point()),
+            "faithful two-point relative": lambda: Marigold(
+                3, mode="faithful", lr=upper_lr, estimator=two_point(), criterion=relative()
+            ),
+            "perturbed relative": lambda: Marigold(3, mode="perturbed", lr=upper_lr, criterion=relative()),
+        },
+    }
 
 
 def main() -> None:
@@ -25,27 +50,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--upper-lrs", type=float, nargs="+", default=[1e-4, 1e-3])
+    parser.add_argument("--variants", nargs="+", default=["modes"], choices=["modes", "estimators"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "marigold_modes")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    records = []
-    for upper_lr in args.upper_lrs:
-        for seed in args.seeds:
-            results = train(args.steps, 128, upper_lr, seed, progress=True)
-            for method, numbers in results.items():
-                records.append({"method": method, "upper_lr": upper_lr, "seed": seed, **asdict(numbers)})
     git = ["git", "rev-parse", "--short", "HEAD"]
-    commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
     meta = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "commit": commit,
+        "commit": subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip(),
         "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
         "torch": torch.__version__,
         "steps": args.steps,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
-    print(f"wrote {args.out / 'results.json'}")
+    for variant in args.variants:
+        records = []
+        for upper_lr in args.upper_lrs:
+            for seed in args.seeds:
+                methods = variants(upper_lr)[variant]
+                results = train(args.steps, 128, upper_lr, seed, progress=True, methods=methods)
+                for method, numbers in results.items():
+                    records.append({"method": method, "upper_lr": upper_lr, "seed": seed, **asdict(numbers)})
+        path = args.out / f"{variant}.json"
+        path.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

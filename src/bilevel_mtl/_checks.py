@@ -3,14 +3,71 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 
 class NonFiniteLossError(ValueError):
-    """A task loss is NaN or infinite; raised before anything is modified."""
+    """A task loss is NaN or infinite; raised before anything is modified.
+
+    ``losses`` holds the offending loss values (detached) and ``tasks`` the indices
+    of the non-finite ones, so that a caller can still agree with other ranks on them.
+    """
+
+    def __init__(self, message: str, losses: Tensor | None = None, tasks: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.losses = losses
+        self.tasks = list(tasks)
+
+
+class NonFiniteGradientError(ValueError):
+    """A gradient is NaN or infinite; raised before the optimizer steps."""
+
+
+def nonfinite_tasks(losses: Tensor) -> list[int]:
+    """Indices of the entries of a ``[m]`` (or ``[b, m]``: per column) loss tensor that are NaN or inf."""
+    finite = torch.isfinite(losses.detach())
+    if finite.dim() > 1:
+        finite = finite.reshape(-1, finite.shape[-1]).all(dim=0)
+    return [i for i, ok in enumerate(finite.tolist()) if not ok]
+
+
+def nonfinite_flags(tensors: Sequence[Tensor]) -> Tensor:
+    """Boolean ``[len(tensors)]``: which tensors hold a NaN or an infinity.
+
+    Fast path: one sum per tensor (NaN and inf propagate through a sum, and a sum is ~10x
+    faster than ``isfinite().all()`` on CPU); only when a sum is not finite is that tensor
+    checked element by element, so a sum that merely overflows is not a false alarm.
+    """
+    if not tensors:
+        return torch.zeros(0, dtype=torch.bool)
+    flags = ~torch.isfinite(torch.stack([t.detach().sum().float() for t in tensors]))
+    for i in flags.nonzero().flatten().tolist():
+        flags[i] = not bool(torch.isfinite(tensors[i].detach()).all())
+    return flags
+
+
+NOTHING_MODIFIED = "the step was not taken and nothing was modified"
+
+
+def check_finite_losses(losses: Tensor, where: str = "", outcome: str = NOTHING_MODIFIED) -> Tensor:
+    """Return ``losses`` if every entry is finite, else raise :class:`NonFiniteLossError`.
+
+    The message names the tasks, ``where`` the losses were measured (e.g. ``" after
+    the step"``) and the ``outcome`` for the training run.
+    """
+    bad = nonfinite_tasks(losses)
+    if bad:
+        values = losses.detach().reshape(-1, losses.shape[-1])[:, bad]
+        shown = values[0].tolist() if values.shape[0] == 1 else values.tolist()
+        raise NonFiniteLossError(
+            f"task loss(es) {bad} are not finite{where} ({shown}); {outcome}",
+            losses=losses.detach(),
+            tasks=bad,
+        )
+    return losses
 
 
 def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int) -> Tensor:
@@ -28,6 +85,11 @@ def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int) -> Tensor:
             )
         vector = losses
     else:
+        if isinstance(losses, str | bytes) or not isinstance(losses, Iterable):
+            raise TypeError(
+                "task losses must be a 1-D tensor or a sequence of scalar tensors, "
+                f"got {type(losses).__name__}"
+            )
         items = list(losses)
         for i, item in enumerate(items):
             if not isinstance(item, Tensor) or item.numel() != 1:
@@ -40,14 +102,7 @@ def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int) -> Tensor:
         raise ValueError(f"expected {num_tasks} task losses, got {vector.numel()}")
     if not vector.is_floating_point():
         raise ValueError(f"task losses must be floating point, got {vector.dtype}")
-    finite = torch.isfinite(vector.detach())
-    if not bool(finite.all()):
-        bad = [i for i, ok in enumerate(finite.tolist()) if not ok]
-        raise NonFiniteLossError(
-            f"task loss(es) {bad} are not finite ({vector.detach()[bad].tolist()}); "
-            "the step was not taken and nothing was modified"
-        )
-    return vector
+    return check_finite_losses(vector)
 
 
 def check_positive(name: str, value: float) -> float:

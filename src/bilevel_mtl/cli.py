@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, str] = {
     "quality": "bilevel_mtl.bench.quality",
     "aux": "bilevel_mtl.bench.aux",
     "cost": "bilevel_mtl.bench.cost",
+    "estimators": "bilevel_mtl.bench.estimators",
 }
 
 

@@ -88,15 +88,24 @@ class MethodResult:
 
 
 def train(
-    steps: int, batch_size: int, upper_lr: float, seed: int, progress: bool = True
+    steps: int,
+    batch_size: int,
+    upper_lr: float,
+    seed: int,
+    progress: bool = True,
+    methods: dict[str, Callable[[], Balancer]] | None = None,
 ) -> dict[str, MethodResult]:
-    """Train every method on the same batches, interleaved; return each method's numbers."""
+    """Train every method on the same batches, interleaved; return each method's numbers.
+
+    ``methods`` (name → balancer factory; the first one is the time reference) defaults
+    to LS and MARIGOLD in both modes with upper learning rate ``upper_lr``.
+    """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     torch.manual_seed(seed)
     x, y, x_test, y_test = make_problem(seed)
     runs = []
-    for name, factory in _methods(upper_lr).items():
+    for name, factory in (methods or _methods(upper_lr)).items():
         torch.manual_seed(seed)
         model = DemoModel()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -40,7 +40,19 @@ from .balancers import (
     SDMGrad,
 )
 
+#: The cost classes, per step and beyond LS's one forward and one backward.
 COST_CLASSES = ("loss-only O(1)", "O(d)", "O(m·d)")
+
+__all__ = [
+    "BALANCERS",
+    "COST_CLASSES",
+    "ESTIMATORS",
+    "MethodInfo",
+    "build_balancer",
+    "build_estimator",
+    "format_table",
+    "method_table",
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class MethodInfo:
         return factory
 
     def as_dict(self) -> dict[str, str]:
+        """The entry as strings (what ``bilevel-mtl list --json`` prints)."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -91,6 +104,7 @@ _O1, _OD, _OMD = COST_CLASSES
 _SHARED = "shared=<encoder module> (optional: restricts the rule to its parameters)"
 _THREE = "closure returns [3, m] losses of 3 independent batches"
 
+#: Every balancer by name.
 BALANCERS: dict[str, MethodInfo] = {
     info.name: info
     for info in (
@@ -207,6 +221,7 @@ BALANCERS: dict[str, MethodInfo] = {
     )
 }
 
+#: Every hypergradient estimator by name.
 ESTIMATORS: dict[str, MethodInfo] = {
     "single_point": MethodInfo(
         "single_point",
@@ -215,6 +230,46 @@ ESTIMATORS: dict[str, MethodInfo] = {
         _OD,
         "Chen et al. 2026, Algorithm 1",
         "(n/r) Φ(λ+ru) u: one look-ahead (1 backward + 1 forward) per direction",
+    ),
+    "two_point": MethodInfo(
+        "two_point",
+        "estimator",
+        "bilevel_mtl.estimators:TwoPoint",
+        _OD,
+        "antithetic zeroth-order estimator (Nesterov & Spokoiny 2017)",
+        "(n/2r)(Φ(λ+ru) − Φ(λ−ru)) u: two look-aheads per direction, same batch and dropout masks",
+    ),
+    "forward_difference": MethodInfo(
+        "forward_difference",
+        "estimator",
+        "bilevel_mtl.estimators:ForwardDifference",
+        _OD,
+        "forward-difference zeroth-order estimator (Nesterov & Spokoiny 2017)",
+        "(n/r)(Φ(λ+ru) − Φ(λ)) u: 1 + num_directions look-aheads",
+    ),
+    "unrolled": MethodInfo(
+        "unrolled",
+        "estimator",
+        "bilevel_mtl.estimators:Unrolled",
+        _OD,
+        "reverse-mode differentiation through k optimizer steps (Maclaurin et al. 2015)",
+        "exact gradient of the k-step objective; double backward, memory grows with k",
+    ),
+    "implicit": MethodInfo(
+        "implicit",
+        "estimator",
+        "bilevel_mtl.estimators:Implicit",
+        _OD,
+        "implicit function theorem (Pedregosa 2016; Lorraine et al. 2020)",
+        "hypergradient of θ*(λ) by CG / normal-CG / Neumann Hessian-vector solves",
+    ),
+    "exact": MethodInfo(
+        "exact",
+        "estimator",
+        "bilevel_mtl.estimators:Exact",
+        _OMD,
+        "dense autograd through the look-ahead (reference)",
+        "m Jacobian rows through the one-step look-ahead: for tests and benchmarks",
     ),
 }
 

@@ -105,7 +105,9 @@ CASES: list[Case] = [
     Case("uw", lambda m, net: UW(m), False, True, NONE),
     Case("famo", lambda m, net: FAMO(m), True, True, DIRECTION),
     Case("bilb4mtl", lambda m, net: BiLB4MTL(m), False, True, UPDATE, order_dependent=True),
-    Case("marigold", lambda m, net: Marigold(m, seed=5), True, False, NONE),
+    # The default (perturbed) mode reports the perturbed weights λ + r·u, off the simplex.
+    Case("marigold", lambda m, net: Marigold(m, seed=5), False, False, NONE),
+    Case("marigold_faithful", lambda m, net: Marigold(m, mode="faithful", seed=5), True, False, NONE),
     Case("mgda", lambda m, net: MGDA(m), True, True, COMMON),
     Case("mgda_ub", lambda m, net: MGDA(m, shared=net.encoder, representation=True), True, True, COMMON),
     Case("mgda_shared", lambda m, net: MGDA(m, shared=net.encoder), True, True, COMMON),

@@ -92,7 +92,7 @@ def test_faithful_criterion_value_is_measured_after_the_perturbed_step() -> None
     x, y = _data()
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    balancer = bm.Marigold(M, mode="faithful")
+    balancer = bm.Marigold(M, mode="faithful", estimator=bm.SinglePoint())  # the paper's estimator
     trainer = bm.BalancedOptimizer(model, optimizer, balancer)
     trainer.step(_closure(model, x, y))
     twin, twin_opt = copy.deepcopy((model, optimizer))

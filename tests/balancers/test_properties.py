@@ -175,3 +175,18 @@ def test_gradient_balancers_explain_the_missing_graph(case: Case) -> None:
     assert isinstance(balancer, GradientBalancer)
     with pytest.raises(RuntimeError, match="BalancedOptimizer"):
         balancer.weights(torch.ones(M))
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_task_counts(case: Case) -> None:
+    """No tasks is an error; a single task works wherever the method is defined for it."""
+    model, _ = trainer(case, M)
+    with pytest.raises(ValueError, match=r"num_tasks|task|at least 2"):
+        case.build(0, model)
+    if case.name.startswith("marigold") or case.name == "stl":  # >= 2 tasks; STL(task=1) needs 2
+        with pytest.raises(ValueError):
+            case.build(1, model)
+        return
+    single, opt = trainer(case, 1)
+    record = opt.step(make_closure(single, task_data(1), case.batches))
+    assert record.weights.shape == (1,) and bool(torch.isfinite(flat_grad(single)).all())

@@ -91,3 +91,17 @@ def test_worst_case_bad_input() -> None:
         WorstCaseDecrement(3, adversary="min")
     with pytest.raises(ValueError, match="num_tasks"):
         WorstCaseDecrement(0)
+
+
+def test_relative_worst_case_decrement_is_scale_invariant() -> None:
+    before, after = _losses(4, 3)
+    criterion = WorstCaseDecrement(4, adversary="max", relative=True)
+    torch.testing.assert_close(criterion(before, after), ((after - before) / before).max())
+    scales = torch.tensor([1e-3, 1.0, 10.0, 1e4], dtype=torch.float64)
+    torch.testing.assert_close(criterion(before * scales, after * scales), criterion(before, after))
+    learned = WorstCaseDecrement(4, relative=True).double()
+    torch.testing.assert_close(
+        learned(before * scales, after * scales).detach(), learned(before, after).detach()
+    )
+    with pytest.raises(ValueError, match="must be > 0"):
+        criterion(torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.ones(4))

@@ -29,9 +29,15 @@ def gramian(jacobian: Tensor) -> Tensor:
 
 
 def project_simplex(v: Tensor) -> Tensor:
-    r"""Euclidean projection of ``v`` (``[m]``) onto :math:`\{w \ge 0, \sum w = 1\}` (sort-based)."""
+    r"""Euclidean projection of ``v`` (``[m]``) onto :math:`\{w \ge 0, \sum w = 1\}` (sort-based).
+
+    ``v`` is first shifted by its maximum (the projection is invariant to adding a constant
+    to every entry), so that the largest entry is always in the support, whatever the
+    magnitude of ``v`` (at 1e20, ``u - 1`` would round back to ``u``).
+    """
     if not bool(torch.isfinite(v).all()):
         raise ValueError(f"cannot project non-finite weights {v.tolist()} on the simplex")
+    v = v - v.max()
     u, _ = torch.sort(v, descending=True)
     cumulative = torch.cumsum(u, 0) - 1
     index = torch.arange(1, v.numel() + 1, dtype=v.dtype, device=v.device)

@@ -72,6 +72,14 @@ class Balancer(nn.Module, ABC):
         del losses_after
         return None
 
+    def discard_step(self) -> None:
+        """Forget what was gathered for a step that will not complete.
+
+        :class:`~bilevel_mtl.BalancedOptimizer` calls it when it stops or skips a step
+        (non-finite values, an exception), so that per-step scratch (a pending
+        perturbation, captured activations) does not leak into the next step.
+        """
+
     def check_losses(self, losses: Tensor | Sequence[Tensor]) -> Tensor:
         """Validated ``[m]`` loss vector (see :func:`bilevel_mtl._checks.as_loss_vector`).
 

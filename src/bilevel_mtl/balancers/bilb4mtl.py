@@ -51,9 +51,11 @@ class BiLB4MTL(Balancer):
     The code varies this per data set; the general form here takes, as choices:
     σ = ``softmax`` of a free logit vector (the code's routers are a linear map of pooled
     features with softmax (NYUv2, Cityscapes) or free sigmoids (CelebA, QM9)); ``clamp``
-    (NYUv2 clamps to (0.2, 0.8)) off; normalisation by the first step's losses (NYUv2
-    divides by ``f0/min f0``, QM9 uses ``log(f/f0)``); λ = 0.05 (NYUv2, QM9; 0.1
-    Cityscapes, 0.01 CelebA); the router's learning rate is the model's in the code.
+    off (NYUv2 and Cityscapes clamp σ to (0.2, 0.8)); normalisation by the first step's
+    losses (NYUv2 divides by ``f0/min f0``, QM9 uses ``log(f/f0)``, Cityscapes none);
+    the penalty on the weighted losses :math:`\sigma_k\tilde f_k` (Cityscapes penalises
+    :math:`|f_1-f_2|` unweighted); λ = 0.05 (NYUv2, QM9; 0.1 Cityscapes, 0.01 CelebA);
+    the router's learning rate is the model's in the code.
     The penalty couples *consecutive* tasks, so the method is not permutation
     equivariant; with normalisation the update is exactly invariant to per-task loss
     scales. Losses must be > 0 at the first step.

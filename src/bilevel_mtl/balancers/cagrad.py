@@ -90,8 +90,8 @@ class CAGrad(GradientBalancer):
 
     Choices where the sources disagree: ``c = 0.4`` (CAGrad's NYUv2/Cityscapes scripts and
     Nash-MTL; the toy and LibMTL use 0.5); ``rescale="1+c^2"`` divides by
-    :math:`1+c^2` (CAGrad's NYUv2 code and LibMTL's default; TorchJD and CAGrad's
-    Cityscapes code do not rescale: ``"none"``). Weights are not on the simplex (they sum
+    :math:`1+c^2` (CAGrad's NYUv2 and Cityscapes training code, LibMTL's default; TorchJD
+    does not rescale: ``"none"``). Weights are not on the simplex (they sum
     to :math:`(1+c\|\bar g\|\,/\|g_{w^\star}\|)/s`). Invariance: a common gradient scale
     leaves the weights unchanged.
     """

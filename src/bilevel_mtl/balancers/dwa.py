@@ -19,8 +19,10 @@ class DWA(Balancer):
 
     where :math:`\bar L_i(t)` is task ``i``'s mean loss over period ``t``; uniform weights
     until two periods are complete. The paper's period is an epoch; the one-call step
-    does not see epochs, so a period is ``window`` steps: set it to your steps per epoch
-    for the paper's rule (the default 25 is Nash-MTL's ``iteration_window``). Weights are
+    does not see epochs, so a period is ``window`` consecutive steps: set it to your steps
+    per epoch for the paper's rule. The default 25 is Nash-MTL's ``iteration_window``; that
+    code compares two *sliding* windows updated every step, here the periods are disjoint,
+    as epochs are (LibMTL uses epochs). Weights are
     on the simplex (the paper's ``K·softmax`` sums to ``m``; here LS's scale). They are
     exactly invariant to per-task loss scales (only loss ratios enter). Losses must be > 0.
     """

@@ -1,36 +1,4 @@
-r"""The base of the balancers that combine per-task gradients (MGDA, PCGrad, CAGrad, ...).
-
-Each such balancer turns the task-gradient matrix :math:`G\in\mathbb{R}^{m\times d}` (row
-``i`` is :math:`\nabla f_i`) into a :class:`Combination`: task weights ``w`` and, for the
-few rules that are not a linear combination of the current rows (GradDrop, MoCo, the
-multi-batch rules), an explicit update direction. The rule itself is a pure function in
-the method's module, testable on its own; the balancer only gathers ``G`` and writes
-``.grad``.
-
-Which parameters the rule sees (``shared``):
-
-* ``shared=None`` (default): every trainable parameter of the optimizer. ``G`` comes
-  from one batched backward (``StepContext.gradients(torch.eye(m))``), never ``m``
-  separate passes.
-* ``shared=module`` (e.g. the encoder): the rule sees only that module's parameters.
-  Every other parameter (task heads) gets the gradient of :math:`\sum_i w_i f_i` with
-  the same weights, read from the same batched backward. For a weight rule the update
-  of *every* parameter is then exactly :math:`\nabla_\theta\, w^\top f`: ``shared`` only
-  chooses which columns of the Jacobian the weights are computed from, and LS is
-  recovered exactly when ``w = 1/m``. (LibMTL and TorchJD's ``mtl_backward`` give each
-  head its own unweighted loss gradient instead; Nash-MTL's and Sener's code use the
-  weighted sum as here.)
-* ``shared=module, representation=True``: the rule sees the gradients with respect to
-  the module's *output* ``z`` (MGDA-UB, Sener & Koltun 2018; GradDrop's layer): one
-  batched backward through the heads only (:math:`m\times|z|` numbers), then one
-  ordinary backward of :math:`w^\top f`. The output is captured by a forward hook on the
-  module during the closure, so the closure API is unchanged; the module must return
-  one tensor and run once in the forward that produces the losses (other calls, e.g. an
-  evaluation between steps, are recognised as not feeding the losses and ignored).
-
-Gradient balancers need the step's autograd graph: train with
-:class:`~bilevel_mtl.BalancedOptimizer` (their :meth:`weights` raises).
-"""
+"""The base of the balancers that combine per-task gradients (MGDA, PCGrad, CAGrad, ...)."""
 
 from __future__ import annotations
 
@@ -74,7 +42,44 @@ class _CaptureOutput:
 
 
 class GradientBalancer(Balancer):
-    """Base of the balancers built on the per-task gradient matrix (see the module docstring)."""
+    r"""Base of the balancers built on the per-task gradient matrix.
+
+    Each such balancer turns the task-gradient matrix :math:`G\in\mathbb{R}^{m\times d}` (row
+    ``i`` is :math:`\nabla f_i`) into a :class:`Combination`: task weights ``w`` and, for the
+    few rules that are not a linear combination of the current rows (GradDrop, MoCo, the
+    multi-batch rules), an explicit update direction. The rule itself is a pure function in
+    the method's module, testable on its own; the balancer only gathers ``G`` and writes
+    ``.grad``.
+
+    Which parameters the rule sees (``shared``):
+
+    * ``shared=None`` (default): every trainable parameter of the optimizer. ``G`` comes
+      from one batched backward (``StepContext.gradients(torch.eye(m))``), never ``m``
+      separate passes.
+    * ``shared=module`` (e.g. the encoder): the rule sees only that module's parameters.
+      Every other parameter (task heads) gets the gradient of :math:`\sum_i w_i f_i` with
+      the same weights, read from the same batched backward. For a weight rule the update
+      of *every* parameter is then exactly :math:`\nabla_\theta\, w^\top f`: ``shared`` only
+      chooses which columns of the Jacobian the weights are computed from, and LS is
+      recovered exactly when ``w = 1/m``. (LibMTL and TorchJD's ``mtl_backward`` give each
+      head its own unweighted loss gradient instead; Nash-MTL's and Sener's code use the
+      weighted sum as here.)
+    * ``shared=module, representation=True``: the rule sees the gradients with respect to
+      the module's *output* ``z`` (MGDA-UB, Sener & Koltun 2018; GradDrop's layer): one
+      batched backward through the heads only (:math:`m\times|z|` numbers), then one
+      ordinary backward of :math:`w^\top f`. The output is captured by a forward hook on the
+      module during the closure, so the closure API is unchanged; the module must return
+      one tensor and run once in the forward that produces the losses (other calls, e.g. an
+      evaluation between steps, are recognised as not feeding the losses and ignored).
+
+    Rules that need independent batches (MoDo, SDMGrad: ``num_batches = 3``) take a
+    closure returning ``[b, m]`` losses, one row per batch; the rule gets ``[b, m, d]``
+    and the parameters outside ``shared`` get the gradient of :math:`w^\top` (the rows'
+    mean loss). ``.grad`` is accumulated, as ``backward()`` does.
+
+    Gradient balancers need the step's autograd graph: train with
+    :class:`~bilevel_mtl.BalancedOptimizer` (their :meth:`weights` raises).
+    """
 
     supports_representation: ClassVar[bool] = True
     """Whether the rule may run on representation gradients (``representation=True``)."""
@@ -181,19 +186,27 @@ class GradientBalancer(Balancer):
                 "the closure must run it with autograd enabled"
             )
         eye = torch.eye(self.num_tasks, dtype=losses.dtype, device=losses.device)
-        jacobians = torch.autograd.grad(
-            losses, candidates, grad_outputs=eye, retain_graph=True, allow_unused=True, is_grads_batched=True
-        )
-        used = [(output, j) for output, j in zip(candidates, jacobians, strict=True) if j is not None]
-        if not used:
-            raise ValueError("the task losses do not depend on the shared module's output in this step")
-        if len(used) > 1:
-            raise RuntimeError(
-                f"the shared module ran {len(used)} times in this step's forward; "
-                f"{name}(representation=True) needs exactly one call per step"
+        if len(candidates) > 1:  # outputs of an abandoned forward, or several calls: keep the used ones
+            jacobians = torch.autograd.grad(
+                losses,
+                candidates,
+                grad_outputs=eye,
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=True,
             )
-        rep, jacobian = used[0]
-        combination = self.combine(jacobian.detach(), losses.detach(), rep.detach())
+            candidates = [output for output, j in zip(candidates, jacobians, strict=True) if j is not None]
+            if len(candidates) > 1:
+                raise RuntimeError(
+                    f"the shared module ran {len(candidates)} times in this step's forward; "
+                    f"{name}(representation=True) needs exactly one call per step"
+                )
+        if not candidates:
+            raise ValueError("the task losses do not depend on the shared module's output in this step")
+        rep = candidates[0]
+        # Through the context: the global batch's gradients under data parallelism, unscaled under AMP.
+        jacobian = context.output_gradients(rep, eye)
+        combination = self.combine(jacobian.detach(), losses.detach(), context.gather_batch(rep.detach()))
         weights = combination.weights.to(losses)
         if combination.direction is None:
             torch.autograd.backward(torch.dot(weights, losses))
@@ -204,16 +217,17 @@ class GradientBalancer(Balancer):
         inner = [p for p in trainable if id(p) in shared_ids]
         updates: list[tuple[Tensor, Tensor | None]] = []
         if others:
-            total = torch.dot(weights, losses)
-            grads = torch.autograd.grad(total, others, retain_graph=True, allow_unused=True)
-            updates += zip(others, grads, strict=True)
+            every = dict(zip(map(id, context.params), context.gradients(weights), strict=True))
+            updates += [(p, every[id(p)]) for p in others]
         if inner:
-            grads = torch.autograd.grad(rep, inner, combination.direction.to(rep), allow_unused=True)
-            updates += zip(inner, grads, strict=True)
+            updates += zip(inner, context.output_vjp(rep, combination.direction, inner), strict=True)
         for param, grad in updates:
             if grad is not None:
                 _accumulate(param, grad)
         return BalancerOutput(weights=weights.detach())
+
+    def discard_step(self) -> None:
+        self._captured = []
 
     def remove_hook(self) -> None:
         """Detach the forward hook from the shared module (``representation=True`` only)."""

@@ -11,7 +11,7 @@ from torch import Tensor
 from .._checks import check_choice, check_positive
 from ..context import StepContext
 from ..criteria import Criterion, WorstCaseDecrement
-from ..estimators import Estimator, SinglePoint, UpperObjective
+from ..estimators import Estimator, SinglePoint, UpperObjective, ZerothOrder
 from ..parametrizations import Parametrization, ScaledSoftmax
 from .base import Balancer, BalancerOutput, UpperUpdate
 
@@ -30,11 +30,18 @@ class Marigold(Balancer):
     where ``A`` is one step of the user's own optimizer on :math:`\sum_i \lambda_i f_i`
     and ``R`` is the ``criterion`` (default: the worst-case decrement
     :math:`\max_{\rho\in\Delta}\sum_i\rho_i(f_i(A)-f_i(\theta))`, a min-max with a learned
-    adversary ρ). :math:`\nabla_\lambda R` comes from the ``estimator`` (default: the
-    paper's single-point estimator :math:`\frac{m}{r} R(\lambda+ru)\,u`), the weights from
+    adversary ρ). :math:`\nabla_\lambda R` comes from the ``estimator``, the weights from
     the ``parametrization`` (default :math:`\lambda=\mathrm{softmax}(\beta u/f)`), and
     the upper variables (u, and ρ's logits by ascent) from Adam with ``lr``.
-    Defaults are the paper's Appendix C: β = 1, r = 1e-3, upper Adam lr 1e-4.
+    β = 1, r = 1e-3 and upper Adam lr 1e-4 are the paper's Appendix C.
+
+    Default estimator, in both modes: the paper's single-point estimator
+    :math:`\frac{m}{r} R(\lambda+ru)\,u` (:class:`~bilevel_mtl.estimators.SinglePoint`).
+    Far more accurate estimators exist (``estimator=TwoPoint(directions="tangent")`` has a
+    per-step spread 360–29 000 times smaller for one more look-ahead, see
+    ``docs/estimators.md``), but on the demo problem an accurate hypergradient of this
+    one-step criterion did not train a better model than the noisy one (``docs/marigold.md``),
+    so the default stays the paper's and the cheaper.
 
     Modes (costs per step against LS's one forward + one backward; the default,
     ``"perturbed"``, matched the faithful mode's quality at 0.72× its cost on the demo
@@ -44,7 +51,8 @@ class Marigold(Balancer):
       replicated from the optimizer's warm state (one backward, one forward), the
       upper update, then the real step with the new weights (one more backward).
       Needs :class:`~bilevel_mtl.BalancedOptimizer` and a supported ``torch.optim``
-      optimizer. 2 forwards + 2 backwards.
+      optimizer. 2 forwards + 2 backwards (one more of each per extra evaluation of
+      other estimators, e.g. 3 + 3 with ``TwoPoint``).
     * ``"perturbed"`` — the real step *is* the look-ahead: the model is updated with
       the perturbed weights :math:`\lambda+ru`, the losses are measured again on the
       same batch (:meth:`observe`), and the upper update applies from the next step.
@@ -79,6 +87,16 @@ class Marigold(Balancer):
             raise ValueError(
                 f"parametrization is for {self.parametrization.num_tasks} tasks, not {num_tasks}"
             )
+        if (
+            isinstance(self.estimator, ZerothOrder)
+            and not self.parametrization.on_simplex
+            and (self.estimator.directions == "tangent" or self.estimator.space == "logits")
+        ):
+            raise ValueError(
+                f"{self.estimator!r} only estimates the gradient along the simplex, but "
+                f"{type(self.parametrization).__name__} weights are not on the simplex; use "
+                "directions='sphere' and space='weights' or 'log-weights'"
+            )
         if self.mode == "perturbed" and not (
             isinstance(self.estimator, SinglePoint) and self.estimator.num_directions == 1
         ):
@@ -90,7 +108,7 @@ class Marigold(Balancer):
         self.generator = torch.Generator().manual_seed(seed)
         factory = upper_optimizer or (lambda groups: torch.optim.Adam(groups, lr=self.lr))
         self.upper_optimizer = factory(self._upper_groups())
-        self._pending: tuple[Tensor, Tensor] | None = None
+        self._pending: tuple[Tensor, Tensor, Tensor] | None = None
 
     def _upper_groups(self) -> list[dict[str, Any]]:
         def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
@@ -116,19 +134,19 @@ class Marigold(Balancer):
         lam: Tensor = self.parametrization(before).detach()
         assert isinstance(self.estimator, SinglePoint)
         direction = self.estimator.sample(lam, self.generator)
-        self._pending = (before, direction)
-        return lam + self.estimator.radius * direction[0]
+        self._pending = (before, direction, lam)
+        return self.estimator.points(lam, direction)[0]
 
     def observe(self, losses_after: Tensor) -> UpperUpdate:
         """Perturbed mode: the upper update from the losses after the perturbed step."""
         if self._pending is None:
             raise RuntimeError("observe() must follow weights() of the same step")
-        before, direction = self._pending
+        before, direction, lam = self._pending
         after = self.check_losses(losses_after).detach().to(before)
         with torch.enable_grad():  # the adversary's gradient, even under no_grad
             value = self.criterion(before, after)
         assert isinstance(self.estimator, SinglePoint)
-        hypergradient = self.estimator.combine(direction, value.detach()[None])
+        hypergradient = self.estimator.combine(direction, value.detach()[None], lam)
         update = self._upper_step(before, hypergradient, [value])
         self._pending = None
         return update
@@ -137,18 +155,16 @@ class Marigold(Balancer):
         if self.mode == "perturbed":
             return super().backward(losses, context)
         before = losses.detach()
-        lookahead = context.lookahead
-
-        def losses_after(w: Tensor) -> Tensor:
-            return context.losses_at(lookahead.step(context.gradients(w)).params)
-
-        objective = UpperObjective(self.criterion, before, losses_after, context)
+        objective = UpperObjective.lookahead(self.criterion, context)
         lam = self.parametrization(before).detach()
         hypergradient = self.estimator.estimate(objective, lam, self.generator)
         update = self._upper_step(before, hypergradient, objective.evaluations)
         weights = self.parametrization(before).detach().to(losses)
         torch.autograd.backward(torch.dot(weights, losses))
         return BalancerOutput(weights=weights, upper=update)
+
+    def discard_step(self) -> None:
+        self._pending = None
 
     def _upper_step(self, before: Tensor, hypergradient: Tensor, values: list[Tensor]) -> UpperUpdate:
         """Chain ``hypergradient`` through the parametrization, add the adversary's gradient, step."""

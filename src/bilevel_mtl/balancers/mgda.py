@@ -70,7 +70,7 @@ class MGDA(GradientBalancer):
         normalization: Sener & Koltun's gradient normalization ``"none"`` (default, as
             LibMTL), ``"l2"``, ``"loss"`` or ``"loss+"``; the weights are computed on
             :math:`g_i/n_i` and applied to the raw losses, as in their code.
-        shared, representation: see :mod:`bilevel_mtl.balancers.gradient`.
+        shared, representation: see :class:`GradientBalancer`.
 
     Solver: Wolfe's exact min-norm-point algorithm (Sener's code and TorchJD use
     Frank–Wolfe with a 1e-5 / 1e-3 stopping rule; the weights agree within those).

@@ -44,7 +44,7 @@ class MoDo(GradientBalancer):
     batches. **The closure returns a** ``[3, m]`` **tensor**: rows 0 and 1 update λ, row 2
     gives the update (LibMTL's order). Parameters outside ``shared`` get the gradient of
     :math:`\lambda^\top \bar f` with :math:`\bar f` the mean of the three rows. Defaults
-    γ = 1e-3, ρ = 0.1 (LibMTL, from the authors' code; ρ is 0 in the paper's algorithm).
+    γ = 1e-3, ρ = 0.1 (LibMTL's, taken from the authors' code; ρ = 0 is the plain step).
     λ (on the simplex) is state and starts uniform. No scale invariance: the λ step
     grows with the gradients' scale.
     """

@@ -19,18 +19,34 @@ class WorstCaseDecrement(Criterion):
     adversary, :math:`\rho_i=\mathrm{softmax}(\beta v_i / f_i(\theta))`, updated by
     gradient *ascent* alongside λ; ``adversary="max"`` takes the exact inner max,
     :math:`\max_i (f_i(A) - f_i(\theta))` (non-smooth at ties).
+
+    ``relative=True`` measures each task's change relative to its loss,
+    :math:`(f_i(A) - f_i(\theta)) / f_i(\theta)`, which makes the decrements comparable
+    across tasks whatever their loss scales (the paper's absolute decrement favours the tasks
+    with the largest losses once the hypergradient is estimated accurately; see
+    ``docs/marigold.md``). Losses must then be positive.
     """
 
     maximize_parameters = True
 
-    def __init__(self, num_tasks: int, beta: float = 1.0, adversary: str = "learned") -> None:
+    def __init__(
+        self, num_tasks: int, beta: float = 1.0, adversary: str = "learned", relative: bool = False
+    ) -> None:
         super().__init__()
         self.num_tasks = check_num_tasks(num_tasks)
+        self.relative = bool(relative)
         self.adversary = check_choice("adversary", adversary, ("learned", "max"))
         self.rho = ScaledSoftmax(num_tasks, beta) if adversary == "learned" else None
 
     def forward(self, losses_before: Tensor, losses_after: Tensor) -> Tensor:
         decrement = losses_after - losses_before
+        if self.relative:
+            if bool((losses_before <= 0).any()):
+                raise ValueError(
+                    "WorstCaseDecrement(relative=True) divides by the losses before the step, which "
+                    f"must be > 0; got {losses_before.detach().tolist()}"
+                )
+            decrement = decrement / losses_before.detach()
         if self.rho is None:
             return decrement.max()
         return torch.dot(self.rho(losses_before.detach()), decrement)

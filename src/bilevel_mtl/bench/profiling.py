@@ -1,0 +1,151 @@
+"""Cost measurement for benchmarks: interleaved timing against a baseline, allocator peaks, the device."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+
+def describe_device(device: torch.device) -> str:
+    """The hardware in words, e.g. ``"cpu: Intel(R) Xeon(R) Processor, 1 of 2 cores used"``."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"cpu: {name}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores"
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one call of ``fn`` (synchronised on CUDA)."""
+    _synchronize(device)
+    start = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+@dataclass
+class Ratio:
+    """Median of per-repeat time ratios (method / baseline) and its spread."""
+
+    median: float
+    q25: float
+    q75: float
+    method_seconds: float
+    baseline_seconds: float
+
+
+def interleaved_ratio(
+    baseline: Callable[[], object],
+    prepare: Callable[[], Callable[[], object]],
+    device: torch.device,
+    repeats: int,
+    warmup: int = 1,
+) -> Ratio:
+    """Time ``baseline`` and a method alternately (baseline, method, baseline, ...).
+
+    ``prepare()`` runs untimed and returns the timed call (e.g. it does the step's
+    forward pass, and the returned call does one hypergradient estimate). The ratio
+    of each adjacent pair is recorded, and the median over ``repeats`` after
+    ``warmup`` discarded pairs is reported, so slow drifts of a shared machine
+    cancel.
+    """
+    ratios: list[float] = []
+    method_times: list[float] = []
+    baseline_times: list[float] = []
+    for i in range(warmup + repeats):
+        base = timed(baseline, device)
+        call = prepare()
+        spent = timed(call, device)
+        if i >= warmup:
+            ratios.append(spent / base)
+            method_times.append(spent)
+            baseline_times.append(base)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return Ratio(
+        median=statistics.median(ratios),
+        q25=quartiles[0],
+        q75=quartiles[2],
+        method_seconds=statistics.median(method_times),
+        baseline_seconds=statistics.median(baseline_times),
+    )
+
+
+def peak_extra_bytes(
+    prepares: Sequence[Callable[[], Callable[[], object]]], device: torch.device
+) -> list[int]:
+    """Peak tensor memory allocated by each measured call above what was live before it.
+
+    Each item of ``prepares`` runs untimed and unmeasured and returns the call to
+    measure (so set-up such as a forward pass stays out of the figure).
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after a reset, minus the memory allocated
+    before the call. CPU: the PyTorch CPU allocator's events recorded by
+    ``torch.profiler`` (``profile_memory=True``, one session for all calls, each call
+    between two empty marker ranges): each allocation or free is attributed to the
+    innermost operator running (its ``self_cpu_memory_usage``, net within that operator,
+    timed at its start) or is a top-level ``[memory]`` event; between the call's
+    markers their running sum is the live extra memory, whose maximum is returned.
+    Counts tensors only (not Python objects or pages the allocator keeps), like CUDA's figure.
+    """
+    if device.type == "cuda":
+        peaks = []
+        for prepare in prepares:
+            call = prepare()
+            _synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            start = torch.cuda.memory_allocated(device)
+            call()
+            _synchronize(device)
+            peaks.append(int(torch.cuda.max_memory_allocated(device) - start))
+        return peaks
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for i, prepare in enumerate(prepares):
+            call = prepare()
+            _mark(f"{_MARK}.{i}.start")
+            call()
+            _mark(f"{_MARK}.{i}.end")
+    events = prof.events()
+    marks = {event.name: event.time_range.start for event in events if event.name.startswith(_MARK)}
+    changes = sorted(
+        (event.time_range.start, event.self_cpu_memory_usage)
+        for event in events
+        if event.self_cpu_memory_usage != 0
+    )
+    peaks = []
+    for i in range(len(prepares)):
+        start, end = marks[f"{_MARK}.{i}.start"], marks[f"{_MARK}.{i}.end"]
+        live = peak = 0
+        for time_us, change in changes:
+            if start <= time_us <= end:
+                live += change
+                peak = max(peak, live)
+        peaks.append(int(peak))
+    return peaks
+
+
+_MARK = "bilevel_mtl.peak_extra_bytes"
+
+
+def _mark(name: str) -> None:
+    """An empty profiler range: a timestamp that encloses no allocation or free."""
+    with record_function(name):
+        pass

@@ -1,0 +1,135 @@
+"""Every estimator with every criterion inside Marigold(mode="faithful") and BalancedOptimizer.step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from _estimator_helpers import mlp_problem
+
+from bilevel_mtl import BalancedOptimizer, Marigold
+from bilevel_mtl.criteria import Criterion, FunctionCriterion, MainTaskLoss, WorstCaseDecrement
+from bilevel_mtl.estimators import (
+    Estimator,
+    Exact,
+    ForwardDifference,
+    Implicit,
+    SinglePoint,
+    TwoPoint,
+    Unrolled,
+)
+from bilevel_mtl.parametrizations import PositiveWeights
+
+M = 3
+ESTIMATORS: dict[str, Callable[[], Estimator]] = {
+    "single-point": lambda: SinglePoint(),
+    "single-point-tangent-logits": lambda: SinglePoint(directions="tangent", space="logits"),
+    "two-point-tangent": lambda: TwoPoint(directions="tangent", num_directions=2),
+    "forward-difference": lambda: ForwardDifference(radius=1e-2),
+    "unrolled-1": lambda: Unrolled(1),
+    "unrolled-2": lambda: Unrolled(2),
+    "implicit-cg": lambda: Implicit("cg", ridge=1e-2, max_iter=5),
+    "implicit-normal-cg": lambda: Implicit("normal_cg", ridge=1e-2, max_iter=5),
+    "implicit-neumann": lambda: Implicit("neumann", ridge=1e-2, max_iter=5, power_iterations=3),
+    "exact": lambda: Exact(),
+}
+CRITERIA: dict[str, Callable[[], Criterion]] = {
+    "worst-case-learned": lambda: WorstCaseDecrement(M),
+    "worst-case-max": lambda: WorstCaseDecrement(M, adversary="max"),
+    "main-task": lambda: MainTaskLoss(M, main=0),
+    "function": lambda: FunctionCriterion(lambda before, after: (after / before).sum()),
+}
+
+
+@pytest.mark.parametrize("criterion_name", list(CRITERIA))
+@pytest.mark.parametrize("estimator_name", list(ESTIMATORS))
+def test_marigold_trains_with_every_estimator_and_criterion(estimator_name: str, criterion_name: str) -> None:
+    model, opt, closure = mlp_problem(M, dropout=0.1, seed=0, dtype=torch.float32, warm_steps=1)
+    balancer = Marigold(
+        M,
+        mode="faithful",
+        estimator=ESTIMATORS[estimator_name](),
+        criterion=CRITERIA[criterion_name](),
+        lr=0.05,
+    )
+    step = BalancedOptimizer(model, opt, balancer)
+    before = [p.detach().clone() for p in model.parameters()]
+    logits_before = balancer.parametrization.logits.detach().clone()
+    for _ in range(3):
+        record = step.step(closure)
+        assert record.hypergradient is not None and record.hypergradient.shape == (M,)
+        assert bool(torch.isfinite(record.hypergradient).all())
+        assert record.criterion_value is not None and torch.isfinite(torch.tensor(record.criterion_value))
+        assert float(record.weights.sum()) == pytest.approx(1.0, abs=1e-6) and bool(
+            (record.weights > 0).all()
+        )
+    assert any(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
+    assert not torch.equal(logits_before, balancer.parametrization.logits)  # the estimate reached the weights
+
+
+def test_exact_and_unrolled_give_marigold_the_same_first_hypergradient() -> None:
+    records = []
+    for estimator in (Exact(), Unrolled(1)):
+        model, opt, closure = mlp_problem(M, seed=1, dtype=torch.float64)
+        balancer = Marigold(M, mode="faithful", estimator=estimator).double()
+        records.append(BalancedOptimizer(model, opt, balancer).step(closure))
+    torch.testing.assert_close(records[0].hypergradient, records[1].hypergradient)
+    assert records[0].criterion_value == pytest.approx(records[1].criterion_value, rel=1e-12)
+
+
+def test_perturbed_mode_perturbs_in_the_logits() -> None:
+    model, opt, closure = mlp_problem(M, seed=2, dtype=torch.float32)
+    balancer = Marigold(
+        M, mode="perturbed", estimator=SinglePoint(radius=0.1, directions="tangent", space="logits")
+    )
+    step = BalancedOptimizer(model, opt, balancer)
+    for _ in range(3):
+        record = step.step(closure)
+        assert float(record.weights.sum()) == pytest.approx(1.0, abs=1e-6)  # softmax(log λ + r u) stays on Δ
+        assert record.hypergradient is not None and bool(torch.isfinite(record.hypergradient).all())
+
+
+def test_log_weights_perturbation_for_positive_weights() -> None:
+    model, opt, closure = mlp_problem(M, seed=3, dtype=torch.float32)
+    balancer = Marigold(
+        M,
+        mode="faithful",
+        parametrization=PositiveWeights(M, trainable=[False, True, True]),
+        criterion=MainTaskLoss(M, main=0),
+        estimator=TwoPoint(space="log-weights"),
+        lr=0.05,
+    )
+    record = BalancedOptimizer(model, opt, balancer).step(closure)
+    assert record.hypergradient is not None and bool(torch.isfinite(record.hypergradient).all())
+
+
+@pytest.mark.parametrize(
+    "estimator", [TwoPoint(directions="tangent"), TwoPoint(space="logits"), SinglePoint(directions="tangent")]
+)
+def test_simplex_only_estimates_are_refused_for_positive_weights(estimator: Estimator) -> None:
+    with pytest.raises(ValueError, match="not on the simplex"):
+        Marigold(
+            M,
+            mode="faithful",
+            parametrization=PositiveWeights(M),
+            criterion=MainTaskLoss(M),
+            estimator=estimator,
+        )
+
+
+def test_perturbed_mode_still_needs_one_single_point_direction() -> None:
+    with pytest.raises(ValueError, match="perturbed"):
+        Marigold(M, mode="perturbed", estimator=TwoPoint())
+
+
+def test_default_estimator_is_the_papers_in_both_modes() -> None:
+    """The paper's single point with sphere directions and the given radius, whatever the mode."""
+    for mode in ("faithful", "perturbed"):
+        estimator = Marigold(M, mode=mode, radius=0.01).estimator
+        assert type(estimator) is SinglePoint and estimator.directions == "sphere"
+        assert estimator.radius == 0.01 and estimator.num_directions == 1
+    positive = Marigold(
+        M, mode="faithful", parametrization=PositiveWeights(M), criterion=MainTaskLoss(M)
+    ).estimator
+    assert type(positive) is SinglePoint and positive.directions == "sphere"
