@@ -31,9 +31,17 @@ def test_scaled_softmax_starts_uniform_whatever_the_losses() -> None:
     torch.testing.assert_close(w, torch.full((4,), 0.25))
 
 
-def test_scaled_softmax_refuses_non_positive_losses() -> None:
-    with pytest.raises(ValueError, match="must be > 0"):
-        ScaledSoftmax(2)(torch.tensor([1.0, 0.0]))
+def test_scaled_softmax_refuses_negative_losses_and_floors_zero_ones() -> None:
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ScaledSoftmax(2)(torch.tensor([1.0, -1e-3]))
+    p = ScaledSoftmax(2, min_loss=0.5)
+    with torch.no_grad():
+        p.logits.copy_(torch.tensor([1.0, 0.0]))
+    # a zero loss (e.g. a masked task with no positives in the batch) counts as min_loss
+    expected = torch.softmax(torch.tensor([1.0 / 0.5, 0.0]), 0)
+    torch.testing.assert_close(p(torch.tensor([0.0, 2.0])), expected)
+    with pytest.raises(ValueError, match="min_loss"):
+        ScaledSoftmax(2, min_loss=0.0)
     with pytest.raises(ValueError, match="shape"):
         ScaledSoftmax(2)(torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="beta"):

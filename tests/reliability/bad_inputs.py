@@ -132,8 +132,8 @@ ROWS: list[Row] = [
     Row("nan-gradient", "finite losses with a NaN/inf gradient", bm.NonFiniteGradientError,
         r"gradient is not finite for parameter\(s\) \['weight', 'bias'\]",
         lambda s: s.step(lambda: s.losses() + (s.losses().sum() - s.losses().sum().detach()).sqrt()), _STEP),
-    Row("non-positive-loss", "a loss <= 0 with MARIGOLD's default λ = softmax(βu/f)", ValueError,
-        "must be > 0", lambda s: s.step(lambda: s.losses() * 0 - torch.tensor([1.0, 2.0])), _STEP),
+    Row("negative-loss", "a negative loss with MARIGOLD's default λ = softmax(βu/f)", ValueError,
+        "must be >= 0", lambda s: s.step(lambda: s.losses() * 0 - torch.tensor([1.0, 2.0])), _STEP),
     # weights and hyper-parameters
     Row("nan-weights", "NaN initial task weights (`PositiveWeights`)", ValueError,
         "initial weights must be finite and > 0", lambda s: bm.PositiveWeights(M, init=float("nan"))),
