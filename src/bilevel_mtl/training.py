@@ -46,8 +46,12 @@ class StepRecord(NamedTuple):
     """``None`` for a complete step, else what was skipped and why (see ``on_nonfinite``)."""
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
-        """Flat ``{name: float}`` view for any logger (``loss/0``, ``weight/0``, ...)."""
-        flat: dict[str, float] = {f"{prefix}seconds": self.seconds}
+        """Flat ``{name: float}`` view for any logger (``loss/0``, ``weight/0``, ..., ``skipped``
+        as 1.0 for a skipped step, 0.0 otherwise)."""
+        flat: dict[str, float] = {
+            f"{prefix}seconds": self.seconds,
+            f"{prefix}skipped": float(self.skipped is not None),
+        }
         vectors = {
             "loss": self.losses,
             "weight": self.weights,
