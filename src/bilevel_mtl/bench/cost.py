@@ -52,8 +52,15 @@ from tqdm.auto import tqdm
 
 from ..training import BalancedOptimizer
 from .datasets import iterate_batches, to_device
-from .quality import parse_overrides
-from .runs import build_method, method_names, pick_device, provenance, split_method, write_results
+from .runs import (
+    build_method,
+    method_names,
+    parse_overrides,
+    pick_device,
+    provenance,
+    split_method,
+    write_results,
+)
 from .suites import make_suite
 
 DEFAULT_METHODS = (

@@ -13,7 +13,6 @@ Results are rewritten after every run (``quality.json``, ``quality.csv``) and th
 from __future__ import annotations
 
 import argparse
-import ast
 import functools
 import json
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ from .runs import (
     build_method,
     mean_std,
     method_names,
+    parse_overrides,
     pick_device,
     provenance,
     split_method,
@@ -50,20 +50,6 @@ DEFAULT_METHODS = (
     "imtlg",
     "nashmtl",
 )
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["num_train=300", "width=8"]`` → ``{"num_train": 300, "width": 8}`` (literals, else strings)."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"a setting must look like KEY=VALUE, got {item!r}")
-        try:
-            overrides[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[key] = text
-    return overrides
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -67,18 +67,24 @@ def shared_module(model: nn.Module) -> nn.Module | None:
     return None
 
 
+def parse_overrides(items: Sequence[str], example: str = "KEY=VALUE") -> dict[str, Any]:
+    """``["num_train=300", "width=8"]`` → ``{"num_train": 300, "width": 8}`` (literals, else strings)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"a setting must look like {example}, got {item!r}")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text
+    return overrides
+
+
 def split_method(spec: str) -> tuple[str, dict[str, Any]]:
     """``"marigold:lr=0.01,beta=2"`` → ``("marigold", {"lr": 0.01, "beta": 2})`` (Python literals)."""
     name, _, options = spec.partition(":")
-    kwargs: dict[str, Any] = {}
-    for item in filter(None, options.split(",")):
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"method options must look like name:key=value,key=value; got {spec!r}")
-        try:
-            kwargs[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            kwargs[key] = text
+    kwargs = parse_overrides(list(filter(None, options.split(","))), "name:key=value,key=value")
     if name not in method_names():
         raise ValueError(f"unknown method {name!r}; choose from {method_names()}")
     return name, kwargs
