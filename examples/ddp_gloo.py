@@ -16,6 +16,7 @@ in the documentation for what is and is not verified.
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def _worker(rank: int, world_size: int, steps: int, dtype: torch.dtype, folder: 
     try:
         torch.save(train(rank, world_size, steps, dtype), Path(folder) / f"rank{rank}.pt")
     finally:
+        gc.collect()  # free DDP's reducer (it holds the group) before the group is destroyed
         dist.destroy_process_group()
 
 

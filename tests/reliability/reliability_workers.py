@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import runpy
 from pathlib import Path
@@ -110,6 +111,8 @@ def data_parallel_rank(
     results["batchnorm"] = {"buffers": _batchnorm_buffers(rank, world, steps)}
     results["uneven"] = {"mgda_ub": _uneven_representation(rank)}
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    gc.collect()  # free every DDP reducer (they hold the group) while the group is alive
+    dist.barrier()
     dist.destroy_process_group()
     os.environ.update(
         RANK=str(rank),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ FSDP_SUPPORTED = LOSS_ONLY | {"marigold"}
 """Balancers that need only losses (no per-task gradient, no virtual look-ahead): FSDP works."""
 
 
+SPAWN_TIMEOUT_S = 600
+"""A bound on the ranks' run, so that a hang fails the test instead of stalling CI."""
+
 TUTORIAL = Path(__file__).parents[2] / "docs" / "tutorials" / "ddp.md"
 
 
@@ -62,7 +66,13 @@ def _free_port() -> int:
 def _run(folder: Path) -> list[dict[str, Any]]:
     script = _tutorial_script(folder)
     args = (WORLD, str(folder / "init"), str(folder), STEPS, str(script), _free_port())
-    mp.spawn(data_parallel_rank, args=args, nprocs=WORLD)
+    context = mp.spawn(data_parallel_rank, args=args, nprocs=WORLD, join=False)
+    deadline = time.monotonic() + SPAWN_TIMEOUT_S
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the {WORLD} ranks did not finish within {SPAWN_TIMEOUT_S} s (a hang)")
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
