@@ -62,10 +62,6 @@ class AdsSuite(Suite[AdsSuiteConfig]):
     def tasks(self) -> tuple[str, ...]:
         return ADS_TASKS
 
-    @property
-    def training(self) -> TrainingDefaults:
-        return self.config.training
-
     def datasets(
         self,
         seed: int = 0,

@@ -22,7 +22,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -45,10 +45,18 @@ class TrainingDefaults:
     eval_batch_size: int = 256
 
 
-ConfigT = TypeVar("ConfigT")
+class SuiteConfig(Protocol):
+    """What every suite configuration has: its training recipe."""
+
+    @property
+    def training(self) -> TrainingDefaults: ...
 
 
-def apply_overrides(config: ConfigT, overrides: Mapping[str, Any]) -> ConfigT:
+ConfigT = TypeVar("ConfigT", bound=SuiteConfig)
+AnyConfig = TypeVar("AnyConfig")
+
+
+def apply_overrides(config: AnyConfig, overrides: Mapping[str, Any]) -> AnyConfig:
     """``config`` with fields replaced; a key may also name a field of a nested ``data`` or
     ``training`` dataclass. Unknown keys raise ``ValueError`` listing the valid ones."""
     top = {field.name for field in dataclasses.fields(config)}  # type: ignore[arg-type]
@@ -103,9 +111,9 @@ class Suite(ABC, Generic[ConfigT]):
         """Task names in the order of :meth:`task_losses`."""
 
     @property
-    @abstractmethod
     def training(self) -> TrainingDefaults:
         """The default training recipe."""
+        return self.config.training
 
     @abstractmethod
     def datasets(

@@ -52,10 +52,6 @@ class DigitsSuite(Suite[DigitsSuiteConfig]):
     def tasks(self) -> tuple[str, ...]:
         return DIGIT_TASKS
 
-    @property
-    def training(self) -> TrainingDefaults:
-        return self.config.training
-
     def datasets(
         self,
         seed: int = 0,

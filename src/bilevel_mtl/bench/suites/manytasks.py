@@ -61,10 +61,6 @@ class ManyTasksSuite(Suite[ManyTasksSuiteConfig]):
     def tasks(self) -> tuple[str, ...]:
         return self.regression_tasks + self.classification_tasks
 
-    @property
-    def training(self) -> TrainingDefaults:
-        return self.config.training
-
     def datasets(
         self,
         seed: int = 0,

@@ -68,10 +68,6 @@ class ScenesSuite(Suite[ScenesSuiteConfig]):
         return self._TASKS
 
     @property
-    def training(self) -> TrainingDefaults:
-        return self.config.training
-
-    @property
     def num_classes(self) -> int:
         return len(self.config.data.classes)
 
