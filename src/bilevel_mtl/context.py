@@ -92,6 +92,8 @@ class StepContext:
         self._graph = losses if graph is None else graph
         self._parallel = parallel or DataParallel()
         self._grad_scale = grad_scale
+        # 1/scale once per step, in float64 then float32 as GradScaler.unscale_ does.
+        self._inv_scale = None if grad_scale is None else grad_scale.double().reciprocal().float()
         self.num_tasks = losses.shape[-1]
         self._rng_before = rng_before
         self._rng_after = RngSnapshot(list(rng_before.cuda_devices()))
@@ -135,9 +137,7 @@ class StepContext:
                 "parallelism: the all-reduce of the gradients is not differentiated"
             )
         trainable = [p for p in self.params if p.requires_grad]
-        outputs = weights.to(self._graph)
-        if self._grad_scale is not None:
-            outputs = outputs * self._grad_scale.to(outputs)
+        outputs = self._scaled(weights.to(self._graph))
         batch = tuple(weights.shape[: weights.dim() - self._graph.dim()])
         grads = torch.autograd.grad(
             self._graph,
@@ -162,9 +162,7 @@ class StepContext:
         batch's rows in rank order (:meth:`gather_batch`), the gradient of the global loss.
         """
         self._parallel.refuse_sharded("StepContext.output_gradients")
-        outputs = weights.to(self._graph)
-        if self._grad_scale is not None:
-            outputs = outputs * self._grad_scale.to(outputs)
+        outputs = self._scaled(weights.to(self._graph))
         batched = weights.dim() > self._graph.dim()
         (grad,) = torch.autograd.grad(
             self._graph,
@@ -201,9 +199,7 @@ class StepContext:
         self._parallel.refuse_sharded("StepContext.output_vjp")
         rows = output.shape[0]
         rank = 0 if self._parallel.group is None else torch.distributed.get_rank(self._parallel.group)
-        local = grad_output[rank * rows : (rank + 1) * rows].to(output)
-        if self._grad_scale is not None:
-            local = local * self._grad_scale.to(local)
+        local = self._scaled(grad_output[rank * rows : (rank + 1) * rows].to(output))
         grads = torch.autograd.grad(
             output, list(params), grad_outputs=local, retain_graph=True, allow_unused=True
         )
@@ -213,10 +209,16 @@ class StepContext:
         self._check_finite(params, synced)
         return synced
 
-    def _unscale(self, grad: Tensor) -> Tensor:
+    def _scaled(self, grad_outputs: Tensor) -> Tensor:
+        """``grad_outputs`` times the GradScaler's scale (the backward a scaled loss would run)."""
         if self._grad_scale is None:
+            return grad_outputs
+        return grad_outputs * self._grad_scale.to(grad_outputs)
+
+    def _unscale(self, grad: Tensor) -> Tensor:
+        if self._inv_scale is None:
             return grad
-        return grad * self._grad_scale.double().reciprocal().float().to(grad)
+        return grad * self._inv_scale.to(grad)
 
     def _check_finite(self, params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
         present = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from ..training import BalancedOptimizer
 from .datasets import iterate_batches, to_device
+from .quality import DEFAULT_METHODS as QUALITY_METHODS
 from .runs import (
     build_method,
     method_names,
@@ -63,17 +64,8 @@ from .runs import (
 )
 from .suites import make_suite
 
-DEFAULT_METHODS = (
-    "marigold",
-    "marigold-faithful",
-    "bilb4mtl",
-    "famo",
-    "mgda",
-    "pcgrad",
-    "cagrad",
-    "imtlg",
-    "nashmtl",
-)
+DEFAULT_METHODS = tuple(m for m in QUALITY_METHODS if m not in ("stl", "ls"))
+"""The quality suite's methods but the references (LS is what every ratio divides by)."""
 _M_MMAP_THRESHOLD = -3
 
 
