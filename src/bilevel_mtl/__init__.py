@@ -3,97 +3,28 @@
 MARIGOLD (Chen et al. 2026) is the default configuration: the task weights are
 the upper level of a bi-level problem whose lower level is one step of your own
 optimizer, and their hypergradient is estimated without per-task gradients.
+
+The top level holds what the one-call step needs; the building blocks live in their
+subpackages: :mod:`bilevel_mtl.balancers` (every method), :mod:`bilevel_mtl.criteria`,
+:mod:`bilevel_mtl.estimators`, :mod:`bilevel_mtl.parametrizations`,
+:mod:`bilevel_mtl.lookahead`, :mod:`bilevel_mtl.functional` (the pure gradient rules).
 """
 
 from ._checks import NonFiniteGradientError, NonFiniteLossError
-from .balancers import (
-    DWA,
-    FAMO,
-    IMTLG,
-    LS,
-    MGDA,
-    RLW,
-    SI,
-    STL,
-    UW,
-    Balancer,
-    BalancerOutput,
-    BiLB4MTL,
-    CAGrad,
-    GradDrop,
-    GradientBalancer,
-    Marigold,
-    MoCo,
-    MoDo,
-    NashMTL,
-    PCGrad,
-    SDMGrad,
-    UpperUpdate,
-)
-from .context import StepContext
-from .criteria import Criterion, FunctionCriterion, MainTaskLoss, WorstCaseDecrement
-from .estimators import (
-    Estimator,
-    Exact,
-    ForwardDifference,
-    Implicit,
-    SinglePoint,
-    TwoPoint,
-    Unrolled,
-    UpperObjective,
-)
-from .lookahead import LookAhead
-from .parametrizations import Parametrization, PositiveWeights, ScaledSoftmax, Softmax
+from .balancers import Balancer, Marigold, MarigoldFaithful
 from .registry import build_balancer
 from .training import BalancedOptimizer, StepRecord
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DWA",
-    "FAMO",
-    "IMTLG",
-    "LS",
-    "MGDA",
-    "RLW",
-    "SI",
-    "STL",
-    "UW",
     "BalancedOptimizer",
     "Balancer",
-    "BalancerOutput",
-    "BiLB4MTL",
-    "CAGrad",
-    "Criterion",
-    "Estimator",
-    "Exact",
-    "ForwardDifference",
-    "FunctionCriterion",
-    "GradDrop",
-    "GradientBalancer",
-    "Implicit",
-    "LookAhead",
-    "MainTaskLoss",
     "Marigold",
-    "MoCo",
-    "MoDo",
-    "NashMTL",
+    "MarigoldFaithful",
     "NonFiniteGradientError",
     "NonFiniteLossError",
-    "PCGrad",
-    "Parametrization",
-    "PositiveWeights",
-    "SDMGrad",
-    "ScaledSoftmax",
-    "SinglePoint",
-    "Softmax",
-    "StepContext",
     "StepRecord",
-    "TwoPoint",
-    "Unrolled",
-    "UpperObjective",
-    "UpperUpdate",
-    "WorstCaseDecrement",
     "__version__",
     "build_balancer",
 ]

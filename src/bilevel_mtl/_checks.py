@@ -70,12 +70,13 @@ def check_finite_losses(losses: Tensor, where: str = "", outcome: str = NOTHING_
     return losses
 
 
-def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int) -> Tensor:
+def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int, check_finite: bool = True) -> Tensor:
     """Return the task losses as one vector of shape ``[num_tasks]``.
 
     Accepts a 1-D tensor or a sequence of scalar tensors. Raises ``ValueError``
-    for a wrong count, non-scalar entries or a non-floating dtype and
-    :class:`NonFiniteLossError` naming the first NaN/inf task.
+    for a wrong count, non-scalar entries or a non-floating dtype and, with
+    ``check_finite`` (a read of the values on the host), :class:`NonFiniteLossError`
+    naming the NaN/inf tasks.
     """
     if isinstance(losses, Tensor):
         if losses.dim() != 1:
@@ -102,7 +103,7 @@ def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int) -> Tensor:
         raise ValueError(f"expected {num_tasks} task losses, got {vector.numel()}")
     if not vector.is_floating_point():
         raise ValueError(f"task losses must be floating point, got {vector.dtype}")
-    return check_finite_losses(vector)
+    return check_finite_losses(vector) if check_finite else vector
 
 
 def check_positive(name: str, value: float) -> float:

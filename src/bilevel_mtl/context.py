@@ -1,4 +1,4 @@
-"""What a balancer may use during one training step: the loss graph, the model and its look-ahead."""
+"""One step's lower level: the loss graph, the model and its look-ahead, as a balancer sees them."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ._checks import (
-    NonFiniteGradientError,
-    NonFiniteLossError,
-    as_loss_vector,
-    check_finite_losses,
-    nonfinite_flags,
-)
+from ._amp import Scale
+from ._checks import NonFiniteGradientError, as_loss_vector, check_finite_losses, nonfinite_flags
 from .distributed import DataParallel, all_gather_batch, all_reduce_gradients, all_reduce_mean
 from .lookahead import LookAhead
 
@@ -51,8 +46,9 @@ class _ClosureModule(nn.Module):
 
 
 class StepContext:
-    r"""One step's view of the lower level: :math:`f(\theta)`, :math:`\nabla_\theta (w^\top f)`
-    and :math:`f(\theta')` at other parameters on the *same* batch.
+    r"""One step's view of the lower level (implements :class:`~bilevel_mtl.lower_level.LowerLevel`):
+    :math:`f(\theta)`, :math:`\nabla_\theta (w^\top f)` and :math:`f(\theta')` at other
+    parameters on the *same* batch.
 
     Evaluations at other parameters (:meth:`losses_at`) follow one policy, so that
     the look-ahead measures the effect of the step and nothing else:
@@ -65,59 +61,47 @@ class StepContext:
       batch statistics in BatchNorm, as the real forward did) on *copies* of its
       buffers, so running statistics are updated once per step, by the real forward.
 
-    Under data parallelism (``parallel``, see :mod:`bilevel_mtl.distributed`) ``losses``
-    holds the global-batch values on this rank's graph (``graph``), and
-    :meth:`gradients` and :meth:`losses_at` return global quantities, identical on
-    every rank. Under a ``GradScaler`` (``grad_scale``), :meth:`gradients` runs the
-    backward scaled and returns unscaled gradients. Non-finite gradients raise
-    :class:`~bilevel_mtl.NonFiniteGradientError` before anything is modified.
+    ``losses`` are the global-batch values (the mean over the ranks under data
+    parallelism, see :mod:`bilevel_mtl.distributed`); ``graph`` holds this rank's losses
+    with their autograd graph. Gradients run as scaled backward passes under a
+    ``GradScaler`` (``scale``) and are returned in true units, identical on every rank.
+    Non-finite gradients raise :class:`~bilevel_mtl.NonFiniteGradientError`.
     """
 
     def __init__(
         self,
         model: nn.Module,
+        params: Sequence[Tensor],
+        names: Callable[[], list[str]],
         optimizer: torch.optim.Optimizer,
         closure: Closure,
+        graph: Tensor,
         losses: Tensor,
-        rng_before: RngSnapshot,
         *,
-        graph: Tensor | None = None,
+        rng_before: RngSnapshot | None = None,
         parallel: DataParallel | None = None,
-        grad_scale: Tensor | None = None,
+        scale: Scale | None = None,
     ) -> None:
         self.model = model
+        self.params: list[Tensor] = list(params)
+        self._names = names
         self.optimizer = optimizer
-        self.closure = closure
+        self.graph = graph
         self.losses = losses
-        self._graph = losses if graph is None else graph
-        self._parallel = parallel or DataParallel()
-        self._grad_scale = grad_scale
-        # 1/scale once per step, in float64 then float32 as GradScaler.unscale_ does.
-        self._inv_scale = None if grad_scale is None else grad_scale.double().reciprocal().float()
         self.num_tasks = losses.shape[-1]
+        self._closure = closure
+        self._parallel = parallel or DataParallel()
+        self._scale = scale or Scale(None, losses)
         self._rng_before = rng_before
-        self._rng_after = RngSnapshot(list(rng_before.cuda_devices()))
-        names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
-        self.params: list[Tensor] = [p for g in optimizer.param_groups for p in g["params"]]
-        # FSDP swaps its sharded parameters for unsharded ones around the forward pass: the
-        # names are only needed by the look-ahead, which FSDP refuses anyway.
-        missing = [] if self._parallel.sharded else [p for p in self.params if id(p) not in names]
-        if missing:
-            raise ValueError(
-                f"the optimizer holds {len(missing)} parameter(s) that are not in the model; "
-                "pass the model whose parameters the optimizer trains"
-            )
-        self._names = ["model." + names.get(id(p), "?") for p in self.params]
-        self._wrapper = _ClosureModule(model, closure)
-        self._lookahead: LookAhead | None = None
+        self._rng_after = None if rng_before is None else RngSnapshot(rng_before.cuda_devices())
+        self._lookaheads: dict[float, LookAhead] = {}
 
-    @property
-    def lookahead(self) -> LookAhead:
-        """The look-ahead of the user's optimizer (built on first use)."""
-        if self._lookahead is None:
+    def lookahead(self, eps_root: float = 0.0) -> LookAhead:
+        """The look-ahead of the user's optimizer (built once per step and ``eps_root``)."""
+        if eps_root not in self._lookaheads:
             self._parallel.refuse_sharded("the virtual look-ahead")
-            self._lookahead = LookAhead(self.optimizer)
-        return self._lookahead
+            self._lookaheads[eps_root] = LookAhead(self.optimizer, eps_root=eps_root)
+        return self._lookaheads[eps_root]
 
     def gradients(self, weights: Tensor, create_graph: bool = False) -> list[Tensor | None]:
         r""":math:`\nabla_\theta\, w^\top f(\theta)` per optimizer parameter.
@@ -137,22 +121,44 @@ class StepContext:
                 "parallelism: the all-reduce of the gradients is not differentiated"
             )
         trainable = [p for p in self.params if p.requires_grad]
-        outputs = self._scaled(weights.to(self._graph))
-        batch = tuple(weights.shape[: weights.dim() - self._graph.dim()])
+        batch = tuple(weights.shape[: weights.dim() - self.graph.dim()])
         grads = torch.autograd.grad(
-            self._graph,
+            self.graph,
             trainable,
-            grad_outputs=outputs,
+            grad_outputs=self._scale.outputs(weights.to(self.graph)),
             retain_graph=True,
             create_graph=create_graph,
             allow_unused=True,
             is_grads_batched=bool(batch),
         )
         synced = all_reduce_gradients(grads, trainable, group, batch)
-        synced = [None if g is None else self._unscale(g) for g in synced]
+        synced = [None if g is None else self._scale.unscale(g) for g in synced]
         self._check_finite(trainable, synced)
         by_id = {id(p): g for p, g in zip(trainable, synced, strict=True)}
         return [by_id.get(id(p)) for p in self.params]
+
+    def used_output(self, outputs: Sequence[Tensor], who: str) -> Tensor:
+        """The one tensor of ``outputs`` (e.g. a module's captured outputs) the losses depend on."""
+        candidates = [output for output in outputs if output.requires_grad]
+        if len(candidates) > 1:  # outputs of an abandoned forward, or several calls: keep the used ones
+            eye = torch.eye(self.num_tasks, dtype=self.graph.dtype, device=self.graph.device)
+            jacobians = torch.autograd.grad(
+                self.graph,
+                candidates,
+                grad_outputs=eye.reshape(self.num_tasks, *self.graph.shape),
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=True,
+            )
+            candidates = [output for output, j in zip(candidates, jacobians, strict=True) if j is not None]
+            if len(candidates) > 1:
+                raise RuntimeError(
+                    f"the shared module ran {len(candidates)} times in this step's forward; "
+                    f"{who} needs exactly one call per step"
+                )
+        if not candidates:
+            raise ValueError("the task losses do not depend on the shared module's output in this step")
+        return candidates[0]
 
     def output_gradients(self, output: Tensor, weights: Tensor) -> Tensor:
         r""":math:`\nabla_z\, w^\top f` for a tensor ``z`` the closure computed (e.g. the encoder's
@@ -162,19 +168,18 @@ class StepContext:
         batch's rows in rank order (:meth:`gather_batch`), the gradient of the global loss.
         """
         self._parallel.refuse_sharded("StepContext.output_gradients")
-        outputs = self._scaled(weights.to(self._graph))
-        batched = weights.dim() > self._graph.dim()
+        batched = weights.dim() > self.graph.dim()
         (grad,) = torch.autograd.grad(
-            self._graph,
+            self.graph,
             output,
-            grad_outputs=outputs,
+            grad_outputs=self._scale.outputs(weights.to(self.graph)),
             retain_graph=True,
             allow_unused=True,
             is_grads_batched=batched,
         )
         if grad is None:
             raise ValueError("the task losses do not depend on this output in this step")
-        grad = self._unscale(grad) / self._parallel.world_size
+        grad = self._scale.unscale(grad) / self._parallel.world_size
         grad = all_gather_batch(grad, self._parallel.group, dim=1 if batched else 0)
         if bool(nonfinite_flags([grad]).any()):
             raise NonFiniteGradientError(
@@ -199,26 +204,15 @@ class StepContext:
         self._parallel.refuse_sharded("StepContext.output_vjp")
         rows = output.shape[0]
         rank = 0 if self._parallel.group is None else torch.distributed.get_rank(self._parallel.group)
-        local = self._scaled(grad_output[rank * rows : (rank + 1) * rows].to(output))
+        local = self._scale.outputs(grad_output[rank * rows : (rank + 1) * rows].to(output))
         grads = torch.autograd.grad(
             output, list(params), grad_outputs=local, retain_graph=True, allow_unused=True
         )
         world = self._parallel.world_size
         synced = all_reduce_gradients(grads, params, self._parallel.group, ())
-        synced = [None if g is None else self._unscale(g) * world for g in synced]
+        synced = [None if g is None else self._scale.unscale(g) * world for g in synced]
         self._check_finite(params, synced)
         return synced
-
-    def _scaled(self, grad_outputs: Tensor) -> Tensor:
-        """``grad_outputs`` times the GradScaler's scale (the backward a scaled loss would run)."""
-        if self._grad_scale is None:
-            return grad_outputs
-        return grad_outputs * self._grad_scale.to(grad_outputs)
-
-    def _unscale(self, grad: Tensor) -> Tensor:
-        if self._inv_scale is None:
-            return grad
-        return grad * self._inv_scale.to(grad)
 
     def _check_finite(self, params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
         present = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
@@ -227,7 +221,7 @@ class StepContext:
         finite = (~nonfinite_flags([g for _, g in present])).tolist()
         if all(finite):
             return
-        names = {id(p): name[len("model.") :] for p, name in zip(self.params, self._names, strict=True)}
+        names = dict(zip(map(id, self.params), self._names(), strict=True))
         bad = [names.get(id(p), "?") for (p, _), ok in zip(present, finite, strict=True) if not ok]
         raise NonFiniteGradientError(
             f"the gradient is not finite for parameter(s) {bad}; the step was not taken"
@@ -237,8 +231,14 @@ class StepContext:
         """Task losses on this step's batch at ``params`` (default: the model's current ones).
 
         Differentiable when ``params`` are and grad mode is on; see the class
-        docstring for the randomness and buffer policy.
+        docstring for the randomness and buffer policy. Non-finite values raise
+        :class:`~bilevel_mtl.NonFiniteLossError`.
         """
+        if self._rng_before is None or self._rng_after is None:
+            raise RuntimeError(
+                "this step did not record its random state: a balancer that evaluates the closure "
+                "again must declare 'lookahead' or 'losses_after' in its `needs`"
+            )
         tensors: dict[str, Tensor] = {
             "model." + name: buf.clone() for name, buf in self.model.named_buffers()
         }
@@ -246,22 +246,17 @@ class StepContext:
             self._parallel.refuse_sharded("evaluating the losses at other parameters (look-ahead)")
             if len(params) != len(self.params):
                 raise ValueError(f"expected {len(self.params)} parameters, got {len(params)}")
-            tensors.update(zip(self._names, params, strict=True))
+            tensors.update(zip(["model." + name for name in self._names()], params, strict=True))
         self._rng_before.restore()
         try:
             with self._parallel.silent_forward():
-                out = functional_call(self._wrapper, tensors, ())
+                out = functional_call(_ClosureModule(self.model, self._closure), tensors, ())
         finally:
             self._rng_after.restore()
+        local = as_loss_vector(out, self.num_tasks)
         group = self._parallel.group
         if group is None:
-            return as_loss_vector(out, self.num_tasks)
-        try:
-            local = as_loss_vector(out, self.num_tasks)
-        except NonFiniteLossError as error:
-            if error.losses is None:
-                raise
-            local = error.losses
+            return check_finite_losses(local)
         if local.requires_grad:
             raise NotImplementedError(
                 "differentiable losses at other parameters are not supported under data parallelism "

@@ -8,7 +8,7 @@ the one a single process would make on the global batch, identically on every ra
   sees their mean over the ranks (the global-batch losses, for equal shard sizes),
   while the autograd graph stays the local one, so that DDP's backward all-reduce
   still produces the gradient of the global loss (:func:`global_losses`);
-* **gradients** a balancer asks for (:meth:`~bilevel_mtl.StepContext.gradients`:
+* **gradients** a balancer asks for (:meth:`~bilevel_mtl.context.StepContext.gradients`:
   per-task gradients, the look-ahead's gradient) come from ``torch.autograd.grad``,
   which does not fire DDP's all-reduce hooks: they are averaged over the ranks here
   (:func:`all_reduce_mean`), exactly as DDP averages ``.grad``;
@@ -31,8 +31,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-
-from ._surrogate import surrogate_losses
 
 __all__ = ["DataParallel", "all_gather_batch", "all_reduce_gradients", "all_reduce_mean", "global_losses"]
 
@@ -199,7 +197,7 @@ def global_losses(losses: Tensor, group: ProcessGroup | None = None) -> Tensor:
         losses = global_losses(local_losses)            # values: the mean over ranks
         w = balancer.weights(losses.detach())           # identical on every rank
         (w @ losses).backward(); optimizer.step()
-        balancer.observe(global_losses(local_losses_after))  # where needs_losses_after
+        balancer.update(losses.detach(), global_losses(local_losses_after))  # after the step
 
     ``group=None`` uses the default group when torch.distributed is initialized, and
     returns ``losses`` unchanged otherwise.
@@ -209,4 +207,19 @@ def global_losses(losses: Tensor, group: ProcessGroup | None = None) -> Tensor:
             return losses
         group = torch.distributed.group.WORLD
     (values,) = all_reduce_mean([losses], group)
-    return surrogate_losses(losses, values)
+    result: Tensor = _GlobalLosses.apply(losses, values.to(losses))  # type: ignore[no-untyped-call]
+    return result
+
+
+class _GlobalLosses(torch.autograd.Function):
+    """Forward: the global ``values`` (copied, exact); backward: the gradient to the local losses."""
+
+    @staticmethod
+    def forward(ctx: Any, local: Tensor, values: Tensor) -> Tensor:
+        del ctx, local
+        return values.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        del ctx
+        return grad, None

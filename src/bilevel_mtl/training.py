@@ -1,4 +1,5 @@
-"""The one-call training step: closure → balanced backward → optimizer step → record."""
+"""The one-call training step: closure → the balancer decides → the trainer writes ``.grad`` →
+optimizer step → the balancer commits → record."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ._amp import Scale
 from ._checks import (
     NonFiniteGradientError,
     NonFiniteLossError,
@@ -16,8 +18,7 @@ from ._checks import (
     check_finite_losses,
     nonfinite_flags,
 )
-from ._surrogate import BackwardCounter, surrogate_losses
-from .balancers import Balancer
+from .balancers.base import Balancer, Decision
 from .context import Closure, RngSnapshot, StepContext
 from .distributed import DataParallel, ProcessGroup, all_reduce_mean
 
@@ -28,7 +29,7 @@ _OWN_GRADIENT = "_bilevel_mtl_step_version"
 
 
 class StepRecord(NamedTuple):
-    """Diagnostics of one training step (all tensors detached)."""
+    """Diagnostics of one training step (all tensors detached; reading them syncs the device)."""
 
     losses: Tensor
     """Task losses before the step, ``[m]`` (the mean over the batches of a multi-batch balancer)."""
@@ -36,12 +37,12 @@ class StepRecord(NamedTuple):
     """Task weights the update used, ``[m]``."""
     hypergradient: Tensor | None
     """Upper-level gradient estimate (bi-level balancers), ``[m]``."""
-    criterion_value: float | None
-    """Upper-level criterion at the evaluated point(s) (bi-level balancers)."""
+    criterion_value: Tensor | None
+    """Upper-level criterion at the evaluated point(s) (bi-level balancers), 0-dim."""
     losses_after: Tensor | None
     """Task losses on the same batch after the step, when the balancer asked for them."""
     seconds: float
-    """Wall time of the whole step."""
+    """Wall time of the whole step (host time: it does not wait for the device)."""
     skipped: str | None = None
     """``None`` for a complete step, else what was skipped and why (see ``on_nonfinite``)."""
 
@@ -60,9 +61,9 @@ class StepRecord(NamedTuple):
         }
         for name, vector in vectors.items():
             if vector is not None:
-                flat.update({f"{prefix}{name}/{i}": float(v) for i, v in enumerate(vector)})
+                flat.update({f"{prefix}{name}/{i}": float(v) for i, v in enumerate(vector.tolist())})
         if self.criterion_value is not None:
-            flat[f"{prefix}criterion"] = self.criterion_value
+            flat[f"{prefix}criterion"] = float(self.criterion_value)
         return flat
 
 
@@ -72,9 +73,12 @@ class BalancedOptimizer:
     ``record = BalancedOptimizer(model, optimizer, balancer).step(closure)`` where
     ``closure()`` runs the model on the batch and returns the ``m`` task losses (a
     1-D tensor or a sequence of scalars). The step zeroes the gradients, evaluates
-    the closure, lets the balancer set the gradients (and run its look-ahead),
-    calls ``optimizer.step()``, passes the balancer the post-step losses when it
-    asks for them, and returns a :class:`StepRecord`.
+    the closure, lets the balancer decide (:meth:`~bilevel_mtl.Balancer.decide`: weights
+    or explicit gradients, from the losses, per-task gradients or a look-ahead), writes
+    the gradients, calls ``optimizer.step()``, measures the post-step losses when the
+    balancer needs them, lets the balancer commit its state changes
+    (:meth:`~bilevel_mtl.Balancer.commit`) and returns a :class:`StepRecord`. The trainer
+    is the only place that runs the model's backward pass and writes ``.grad``.
 
     * **Non-finite values** (``on_nonfinite``, see ``docs/reliability.md``): NaN/inf task
       losses, gradients (the look-ahead's or the update's) or look-ahead losses stop the
@@ -82,7 +86,8 @@ class BalancedOptimizer:
       :class:`~bilevel_mtl.NonFiniteLossError` / :class:`~bilevel_mtl.NonFiniteGradientError`
       naming the tasks or parameters; ``"skip"`` returns a record whose ``skipped`` says
       why. Non-finite post-step losses leave the (finite) model step in place and skip the
-      balancer's update from them.
+      balancer's update from them. The check is one flag on the device, read once per
+      step before the optimizer steps (as ``GradScaler`` reads its ``found_inf``).
     * **Mixed precision**: run the closure under ``torch.autocast``; half-precision losses
       are upcast to float32 for the balancer. ``scaler`` (a ``torch.amp.GradScaler``)
       scales every backward of the step, the look-ahead included, unscales the gradients
@@ -123,60 +128,66 @@ class BalancedOptimizer:
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         self.parallel = DataParallel.of(model, process_group)
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
+        names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
+        # FSDP swaps its sharded parameters for unsharded ones around the forward pass: the
+        # names are only needed by the look-ahead, which FSDP refuses anyway.
+        missing = [] if self.parallel.sharded else [p for p in self._params if id(p) not in names]
+        if missing:
+            raise ValueError(
+                f"the optimizer holds {len(missing)} parameter(s) that are not in the model; "
+                "pass the model whose parameters the optimizer trains"
+            )
+        # Re-evaluating balancers replay the step's random state; others need no snapshot.
+        self._reevaluates = bool({"lookahead", "losses_after"} & balancer.needs)
 
-    def _devices(self) -> list[torch.device]:
-        return sorted({p.device for p in self.model.parameters()}, key=str)
+    def _names(self) -> list[str]:
+        names = {id(p): name for name, p in self.model.named_parameters(remove_duplicate=False)}
+        return [names.get(id(p), "?") for p in self._params]
 
     def step(self, closure: Closure) -> StepRecord:
         """One balanced training step on the batch the ``closure`` uses."""
         self._refuse_accumulated_gradients()
-        record = None
         try:
-            record = self._step(closure, time.perf_counter())
-            return record
+            return self._step(closure, time.perf_counter())
         finally:
-            if record is None or record.skipped is not None:
-                self.balancer.discard_step()
             for p in self._params:
                 if p.grad is not None:  # mark the step's own gradients (any trainer recognises them)
                     setattr(p.grad, _OWN_GRADIENT, p.grad._version)
 
     def _step(self, closure: Closure, start: float) -> StepRecord:
         self.optimizer.zero_grad(set_to_none=True)
-        devices = self._devices()
-        rng_before = RngSnapshot(devices)
-        local, values = self._closure_losses(_on_devices(closure(), devices))
-        ranks = "" if self.parallel.group is None else f" (mean over {self.parallel.world_size} ranks)"
-        try:
-            check_finite_losses(values, ranks)
-        except NonFiniteLossError as error:
-            return self._stop(error, start, values)
-        assert local is not None
-        if not local.requires_grad:
+        devices = sorted({p.device for p in self._params}, key=str)
+        rng_before = RngSnapshot(devices) if self._reevaluates else None
+        raw = _on_devices(closure(), devices)
+        graph = self.balancer.check_losses(raw, check_finite=False)
+        if not graph.requires_grad:
             raise ValueError(
                 "the task losses do not require grad: compute them from the model's "
                 "parameters with autograd enabled (not under torch.no_grad())"
             )
-        if local.dtype in HALF_DTYPES:  # the balancer's arithmetic (e.g. λ + r·u) needs float32
-            local = local.float()
-        values = values.to(local.dtype)
-        scale = None if self.scaler is None else self.scaler.scale(torch.ones((), device=local.device))
-        counter = BackwardCounter()
-        losses = local
-        if self.parallel.group is not None or scale is not None:
-            losses = surrogate_losses(local, values, scale, counter)
-        context = StepContext(
+        if graph.dtype in HALF_DTYPES:  # the balancer's arithmetic (e.g. λ + r·u) needs float32
+            graph = graph.float()
+        values = graph.detach()
+        if self.parallel.group is not None:
+            (values,) = all_reduce_mean([values], self.parallel.group)
+        losses_finite = torch.isfinite(values).all()
+        if self.balancer.needs and not bool(losses_finite):  # deciding reads the device anyway
+            return self._stop(self._loss_error(values), start, values)
+        scale = Scale(self.scaler, graph)
+        lower = StepContext(
             self.model,
+            self._params,
+            self._names,
             self.optimizer,
             closure,
-            losses,
-            rng_before,
-            graph=local,
+            graph,
+            values,
+            rng_before=rng_before,
             parallel=self.parallel,
-            grad_scale=scale,
+            scale=scale,
         )
         try:
-            output = self.balancer.backward(losses, context)
+            decision = self.balancer.decide(lower)
         except NonFiniteGradientError as error:
             if self.scaler is None:
                 return self._stop(error, start, values)
@@ -184,78 +195,105 @@ class BalancedOptimizer:
             return self._skipped(start, values, None, "step: gradient overflow under GradScaler")
         except NonFiniteLossError as error:
             return self._stop(error, start, values)
-        if scale is not None and counter.count == 0:
-            # The balancer wrote unscaled gradients (from context.gradients): scale them like backward.
-            for p in self._params:
-                if p.grad is not None:
-                    p.grad.mul_(scale.to(p.grad))
-        skipped = self._optimizer_step()
+        except Exception:
+            if not bool(losses_finite):  # NaN losses explain the failure: say so
+                return self._stop(self._loss_error(values), start, values)
+            raise
+        self._write_gradients(graph, decision, scale)
+        skipped = self._optimizer_step(values, losses_finite)
         if skipped is not None:
-            return self._stopped_at_update(skipped, start, values, output.weights)
-        upper, losses_after = output.upper, None
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skipped(start, values, decision.weights, skipped)
+        losses_after = None
         if self.balancer.needs_losses_after:
             try:
                 with torch.no_grad():
-                    losses_after = context.losses_at()
+                    losses_after = lower.losses_at()
             except NonFiniteLossError as error:
-                return self._after_step_nonfinite(error, start, values, output.weights)
-            upper = self.balancer.observe(losses_after) or upper
+                return self._after_step_nonfinite(error, start, values, decision.weights)
+        report = self.balancer.commit(decision, losses_after) or decision.report
         return StepRecord(
             losses=_per_task(values),
-            weights=output.weights.detach(),
-            hypergradient=None if upper is None else upper.hypergradient,
-            criterion_value=None if upper is None else upper.criterion_value,
+            weights=decision.weights.detach(),
+            hypergradient=None if report is None else report.hypergradient,
+            criterion_value=None if report is None else report.criterion_value,
             losses_after=losses_after,
             seconds=time.perf_counter() - start,
         )
 
-    def _closure_losses(self, raw: Tensor | Sequence[Tensor]) -> tuple[Tensor | None, Tensor]:
-        """The validated local losses (``None`` if non-finite) and the values the balancer decides on."""
-        group = self.parallel.group
+    def _loss_error(self, values: Tensor) -> NonFiniteLossError:
+        """The error naming the non-finite tasks of ``values``."""
+        ranks = "" if self.parallel.group is None else f" (mean over {self.parallel.world_size} ranks)"
         try:
-            local: Tensor | None = self.balancer.check_losses(raw)
+            check_finite_losses(values, ranks)
         except NonFiniteLossError as error:
-            # Raise at once on a single process; under data parallelism first agree with the
-            # other ranks (they would otherwise wait forever in the next collective).
-            if error.losses is None or (group is None and self.on_nonfinite == "raise"):
-                raise
-            local, values = None, error.losses
-        else:
-            assert local is not None
-            values = local.detach()
-        if group is not None:
-            (values,) = all_reduce_mean([values], group)
-        return local, values
+            return error
+        raise AssertionError("the losses are finite")
 
-    def _optimizer_step(self) -> str | None:
-        """Step the optimizer unless a gradient is non-finite; return why it was skipped."""
+    def _write_gradients(self, graph: Tensor, decision: Decision, scale: Scale) -> None:
+        """The one place that writes ``.grad``: the decision's gradients, scaled like a backward."""
+        if decision.gradients is None:
+            weights = decision.weights.to(graph)
+            if graph.dim() > 1:  # [b, m] losses of b batches: the gradient of w @ (their mean)
+                weights = (weights / graph.shape[0]).expand(graph.shape)
+            torch.autograd.backward(graph, grad_tensors=scale.outputs(weights))
+            return
+        if len(decision.gradients) != len(self._params):
+            raise ValueError(
+                f"{type(self.balancer).__name__} decided {len(decision.gradients)} gradients for "
+                f"{len(self._params)} optimizer parameters"
+            )
+        for param, grad in zip(self._params, decision.gradients, strict=True):
+            if grad is not None:
+                param.grad = scale.to_grad(grad.detach().to(param.dtype)).clone()
+
+    def _optimizer_step(self, values: Tensor, losses_finite: Tensor) -> str | None:
+        """Step the optimizer unless a loss or gradient is non-finite; return why it was skipped.
+
+        The common case (everything finite) reads one flag on the host.
+        """
+        present = [(p, g) for p in self._params if (g := p.grad) is not None]
+        # A sum is NaN/inf when a term is (and ~10x faster than isfinite().all() on CPU); a sum
+        # that merely overflows is re-checked element by element below.
+        sums = torch.stack([_local(g).detach().sum().float() for _, g in present]) if present else None
+        gradients_finite = torch.ones((), dtype=torch.bool) if sums is None else torch.isfinite(sums).all()
         if self.scaler is not None:
+            if not bool(losses_finite):
+                return self._nonfinite(self._loss_error(values))
             self.scaler.unscale_(self.optimizer)
-            bad = self._nonfinite_gradients()
+            bad = self._nonfinite_gradients(present)
             if not bad:
                 self.scaler.step(self.optimizer)
             self.scaler.update()
             return "step: gradient overflow under GradScaler" if bad else None
-        bad = self._nonfinite_gradients()
-        if bad:
-            error = NonFiniteGradientError(
-                f"the gradient is not finite for parameter(s) {bad}; the optimizer step was not taken"
-            )
-            if self.on_nonfinite == "raise":
-                self.optimizer.zero_grad(set_to_none=True)
-                raise error
-            return f"step: {error}"
+        if bool(self._agree(~(losses_finite & gradients_finite.to(losses_finite.device)))):
+            if not bool(losses_finite):
+                return self._nonfinite(self._loss_error(values))
+            bad = self._nonfinite_gradients(present)
+            if bad:
+                return self._nonfinite(
+                    NonFiniteGradientError(
+                        f"the gradient is not finite for parameter(s) {bad}; the optimizer step was not taken"
+                    )
+                )
         self.optimizer.step()
         return None
 
-    def _nonfinite_gradients(self) -> list[str]:
-        present = [(p, g) for p in self._params if (g := p.grad) is not None]
+    def _nonfinite(self, error: Exception) -> str:
+        """Apply the non-finite policy before the optimizer step: raise, or the reason of a skip."""
+        if self.on_nonfinite == "raise":
+            self.optimizer.zero_grad(set_to_none=True)
+            raise error
+        return f"step: {error}"
+
+    def _nonfinite_gradients(self, present: list[tuple[Tensor, Tensor]]) -> list[str]:
+        """Names of the parameters whose gradient holds a NaN or an infinity (on any rank)."""
         if not present:
             return []
         bad = self._agree(nonfinite_flags([_local(g) for _, g in present]))
         if not bool(bad.any()):
             return []
-        names = {id(p): name for name, p in self.model.named_parameters()}
+        names = dict(zip(map(id, self._params), self._names(), strict=True))
         return [names.get(id(p), "?") for (p, _), flag in zip(present, bad.tolist(), strict=True) if flag]
 
     def _agree(self, flags: Tensor) -> Tensor:
@@ -282,10 +320,6 @@ class BalancedOptimizer:
         if self.on_nonfinite == "raise":
             raise error
         return self._skipped(start, values, None, f"step: {error}")
-
-    def _stopped_at_update(self, reason: str, start: float, values: Tensor, weights: Tensor) -> StepRecord:
-        self.optimizer.zero_grad(set_to_none=True)
-        return self._skipped(start, values, weights, reason)
 
     def _after_step_nonfinite(
         self, error: NonFiniteLossError, start: float, values: Tensor, weights: Tensor

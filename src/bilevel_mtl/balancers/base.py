@@ -1,90 +1,226 @@
-"""The balancer interface shared by MARIGOLD and the classic methods."""
+"""The balancer interface: each method declares itself once; it decides, the trainer writes gradients.
+
+A balancer class carries, as class attributes, everything the rest of the package (the
+registry, ``bilevel-mtl list``, the shared test suites, the generated documentation)
+needs to know about the method. Subclasses that set :attr:`Balancer.name` are registered
+automatically.
+
+One training step, as :class:`~bilevel_mtl.BalancedOptimizer` runs it:
+
+1. the closure gives the task losses;
+2. ``decision = balancer.decide(lower)``: the balancer *decides* (weights, or explicit
+   gradients for gradient balancers, plus what its upper level learnt), reading the
+   lower level through :class:`~bilevel_mtl.lower_level.LowerLevel`; it changes nothing;
+3. the trainer writes ``.grad`` and steps the optimizer;
+4. ``balancer.commit(decision, losses_after)``: the balancer's state changes apply, once
+   the step has completed. A step that fails or is skipped never commits.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from .._checks import as_loss_vector, check_num_tasks
-from ..context import StepContext
+
+if TYPE_CHECKING:
+    from ..lower_level import LowerLevel
+
+Cost = Literal["loss-only O(1)", "O(d)", "O(m·d)"]
+COST_CLASSES: tuple[Cost, ...] = ("loss-only O(1)", "O(d)", "O(m·d)")
+"""Cost per training step beyond LS's one forward and one backward: weights from the loss
+values only (at most an extra forward); a constant number of extra passes or
+parameter-sized buffers, independent of ``m``; the per-task gradients (``m`` Jacobian rows)."""
+
+Need = Literal["gradients", "lookahead", "losses_after"]
+"""What a step needs beyond the task losses: the per-task gradients (or representation
+gradients), a look-ahead of the user's optimizer, the losses after the step on the same batch."""
+
+ScaleInvariance = Literal["update", "direction", "weights", "common", "none"]
+"""What per-task loss scales :math:`f_i \\to c_i f_i` leave unchanged: the parameter update,
+its direction, the weights; ``"common"``: only a common scale :math:`f\\to cf` leaves the
+weights unchanged; ``"none"``: nothing claimed."""
+
+_REGISTRY: dict[str, type[Balancer]] = {}
 
 
-@dataclass
-class UpperUpdate:
-    """One update of the upper level (bi-level balancers only)."""
+def registered_balancers() -> dict[str, type[Balancer]]:
+    """Every registered balancer class by name, in registration order."""
+    return dict(_REGISTRY)
+
+
+@dataclass(frozen=True)
+class UpperReport:
+    """What the upper level of a bi-level balancer learnt in one step (detached tensors)."""
 
     hypergradient: Tensor
     """The estimate of the criterion's gradient with respect to the weights (``[m]``)."""
-    criterion_value: float
-    """The criterion at the evaluated point(s)."""
+    criterion_value: Tensor
+    """The criterion at the evaluated point(s) (a 0-dim tensor: reading it syncs the device)."""
 
 
-@dataclass
-class BalancerOutput:
-    """What a balancer reports after its backward pass."""
+@dataclass(frozen=True)
+class Decision:
+    """What a balancer decided for one step; nothing is applied until :meth:`Balancer.commit`."""
 
+    losses: Tensor
+    """The detached task losses the decision was made from (``[m]``, or ``[b, m]``)."""
     weights: Tensor
-    """The task weights the model's update used (shape ``[m]``)."""
-    upper: UpperUpdate | None = None
-    """The upper-level update made during the backward pass, if any."""
+    """The task weights of the update (``[m]``); the trainer backpropagates ``weights @ losses``
+    unless :attr:`gradients` is given."""
+    gradients: list[Tensor | None] | None = None
+    """An explicit gradient per optimizer parameter (``None`` where a parameter gets none),
+    in true (unscaled) units; gradient balancers whose update is not ``weights @ G`` give it."""
+    report: UpperReport | None = None
+    """What the upper level learnt while deciding (bi-level balancers deciding before the step)."""
+    pending: Mapping[str, Any] = field(default_factory=dict)
+    """Balancer-private state to apply at :meth:`Balancer.commit`."""
 
 
 class Balancer(nn.Module, ABC):
     """Chooses how a multi-task model's task losses combine into one update.
 
-    Two ways to use one:
+    **Declaration** (class attributes, read by the registry, the CLI, the tests and the docs):
+    :attr:`name`, :attr:`reference`, :attr:`summary`, :attr:`cost`, :attr:`needs`,
+    :attr:`num_batches`, :attr:`simplex`, :attr:`stateful`, :attr:`randomized`,
+    :attr:`scale_invariance`, :attr:`permutation_equivariant`, :attr:`requires`.
 
-    * the one-call step, :class:`bilevel_mtl.BalancedOptimizer`, which calls
-      :meth:`backward`, then ``optimizer.step()``, then :meth:`observe` when
-      ``needs_losses_after`` is set;
-    * the low-level path for a loop you own: ``w = balancer.weights(losses)``,
-      ``(w @ losses).backward()``, ``optimizer.step()``, and, where
-      ``needs_losses_after``, ``balancer.observe(losses_after)`` with the task
-      losses recomputed on the same batch under ``torch.no_grad()``.
-
-    A balancer is an ``nn.Module``, so ``state_dict``/``load_state_dict`` carry its state.
+    **Contract**: :meth:`decide` is pure (no state changes); :meth:`commit` applies the
+    state changes of a completed step. A balancer never runs ``backward`` on the model or
+    writes ``.grad``: :class:`~bilevel_mtl.BalancedOptimizer` does. A balancer is an
+    ``nn.Module``, so ``state_dict``/``load_state_dict`` carry its state.
     """
 
-    needs_losses_after: bool = False
-    """Whether :meth:`observe` wants the losses on the same batch after the step."""
+    name: ClassVar[str | None] = None
+    """Registry name (``build_balancer(name, m)``); ``None`` for abstract bases (not registered)."""
+    reference: ClassVar[str] = ""
+    """The paper."""
+    summary: ClassVar[str] = ""
+    """One line: what the method does."""
+    cost: ClassVar[Cost] = "loss-only O(1)"
+    """Cost class (:data:`COST_CLASSES`)."""
+    needs: ClassVar[frozenset[Need]] = frozenset()
+    """What a step needs beyond the task losses (:data:`Need`)."""
+    num_batches: ClassVar[int] = 1
+    """Independent batches per step (rows of the closure's ``[b, m]`` losses when > 1)."""
+    simplex: ClassVar[bool] = False
+    """Whether the reported weights lie on the probability simplex."""
+    stateful: ClassVar[bool] = False
+    """Whether the balancer carries state from step to step (its ``state_dict`` matters)."""
+    randomized: ClassVar[bool] = False
+    """Whether it draws random numbers (from its own seeded generator, saved in ``state_dict``)."""
+    scale_invariance: ClassVar[ScaleInvariance] = "none"
+    """What per-task loss scales leave unchanged (:data:`ScaleInvariance`)."""
+    permutation_equivariant: ClassVar[bool] = True
+    """Whether permuting the tasks permutes the weights (and nothing else)."""
+    requires: ClassVar[Mapping[str, str]] = {}
+    """Constructor arguments without a default: name -> what to pass."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is None:
+            return
+        if name in _REGISTRY and _REGISTRY[name].__qualname__ != cls.__qualname__:
+            raise TypeError(f"balancer name {name!r} is taken by {_REGISTRY[name].__qualname__}")
+        if cls.cost not in COST_CLASSES:
+            raise TypeError(f"{cls.__name__}.cost must be one of {COST_CLASSES}, got {cls.cost!r}")
+        _REGISTRY[name] = cls
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
         self.num_tasks = check_num_tasks(num_tasks)
 
+    @property
+    def needs_losses_after(self) -> bool:
+        """Whether :meth:`commit` wants the losses on the same batch after the step."""
+        return "losses_after" in self.needs
+
     @abstractmethod
-    def weights(self, losses: Tensor) -> Tensor:
-        """Task weights (shape ``[m]``, detached) for this step's losses."""
+    def decide(self, lower: LowerLevel) -> Decision:
+        """This step's decision from the lower level (pure: changes no state)."""
 
-    def backward(self, losses: Tensor, context: StepContext) -> BalancerOutput:
-        """Set the parameters' ``.grad`` for this step; default ``(w @ losses).backward()``."""
-        del context
-        w = self.weights(losses.detach()).to(losses)
-        torch.autograd.backward(torch.dot(w, losses))
-        return BalancerOutput(weights=w)
-
-    def observe(self, losses_after: Tensor) -> UpperUpdate | None:
-        """Receive the losses on the same batch after the step (when ``needs_losses_after``)."""
-        del losses_after
+    def commit(self, decision: Decision, losses_after: Tensor | None = None) -> UpperReport | None:
+        """Apply the state changes of ``decision`` once its step has completed; default: none."""
+        del decision, losses_after
         return None
 
-    def discard_step(self) -> None:
-        """Forget what was gathered for a step that will not complete.
+    def check_losses(self, losses: Tensor | Sequence[Tensor], check_finite: bool = True) -> Tensor:
+        """Validated ``[m]`` loss vector, or ``[b, m]`` for balancers that need ``b`` batches
+        (``check_finite``: also refuse NaN/inf, reading the values on the host)."""
+        if self.num_batches == 1:
+            return as_loss_vector(losses, self.num_tasks, check_finite)
+        b, m = self.num_batches, self.num_tasks
+        hint = (
+            f"{type(self).__name__} needs {b} independent batches per step: make the closure return a "
+            f"[{b}, {m}] tensor of task losses, one row per batch, e.g. "
+            f"torch.stack([task_losses(next(batches)) for _ in range({b})])"
+        )
+        if isinstance(losses, Tensor):
+            if tuple(losses.shape) != (b, m):
+                raise ValueError(f"{hint}; got shape {tuple(losses.shape)}")
+            rows: list[Any] = list(losses.unbind(0))
+        else:
+            rows = list(losses)
+            if len(rows) != b:
+                raise ValueError(f"{hint}; got {len(rows)} rows")
+        return torch.stack([as_loss_vector(row, m, check_finite) for row in rows])
 
-        :class:`~bilevel_mtl.BalancedOptimizer` calls it when it stops or skips a step
-        (non-finite values, an exception), so that per-step scratch (a pending
-        perturbation, captured activations) does not leak into the next step.
-        """
 
-    def check_losses(self, losses: Tensor | Sequence[Tensor]) -> Tensor:
-        """Validated ``[m]`` loss vector (see :func:`bilevel_mtl._checks.as_loss_vector`).
+class LossBalancer(Balancer):
+    """A balancer whose weights are a function of the loss values (and its own state).
 
-        :class:`~bilevel_mtl.BalancedOptimizer` validates the closure's output with it;
-        a balancer that needs several independent batches per step overrides it to
-        accept a ``[b, m]`` tensor (one row per batch).
-        """
-        return as_loss_vector(losses, self.num_tasks)
+    Use it in a loop you own: ``w = balancer.weights(losses)`` (pure),
+    ``(w @ losses).backward()``, ``optimizer.step()``, then
+    ``balancer.update(losses, losses_after)`` (``losses_after``: the task losses recomputed
+    on the same batch under ``torch.no_grad()``, only where ``"losses_after"`` is in
+    :attr:`needs`; otherwise omit it). Calling :meth:`weights` again before
+    :meth:`update` gives the same weights.
+
+    A subclass implements :meth:`_weights` (and :meth:`_update` when it has state); both
+    receive validated, detached, finite losses.
+    """
+
+    def weights(self, losses: Tensor | Sequence[Tensor]) -> Tensor:
+        """Task weights ``[m]`` (detached) for this step's losses; changes no state."""
+        return self._weights(self.check_losses(losses).detach())
+
+    def update(
+        self, losses: Tensor | Sequence[Tensor], losses_after: Tensor | Sequence[Tensor] | None = None
+    ) -> UpperReport | None:
+        """Apply this step's state changes, after the optimizer step."""
+        before = self.check_losses(losses).detach()
+        if self.needs_losses_after and losses_after is None:
+            raise ValueError(
+                f"{type(self).__name__}.update() needs losses_after: the task losses on the same "
+                "batch after the optimizer step (under torch.no_grad())"
+            )
+        after = None if losses_after is None else self.check_losses(losses_after).detach().to(before)
+        return self._update(before, after)
+
+    @abstractmethod
+    def _weights(self, losses: Tensor) -> Tensor:
+        """The weights for validated losses (pure)."""
+
+    def _update(self, losses: Tensor, losses_after: Tensor | None) -> UpperReport | None:
+        """The state changes of a completed step (validated losses); default: none."""
+        del losses, losses_after
+        return None
+
+    def decide(self, lower: LowerLevel) -> Decision:
+        return Decision(losses=lower.losses, weights=self._weights(lower.losses))
+
+    def commit(self, decision: Decision, losses_after: Tensor | None = None) -> UpperReport | None:
+        return self._update(decision.losses, losses_after)
+
+
+def forked(generator: torch.Generator) -> torch.Generator:
+    """A new generator in ``generator``'s state: draw from it without advancing the original."""
+    copy = torch.Generator(device=generator.device)
+    copy.set_state(generator.get_state())
+    return copy

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_choice
-from .base import Balancer
+from .base import LossBalancer
 
 ACTIVATIONS = ("softmax", "sigmoid")
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -26,7 +26,7 @@ def discrepancy_objective(normalized: Tensor, router: Tensor, penalty: float) ->
     return weighted.sum() / router.sum() + penalty * (weighted[:-1] - weighted[1:]).abs().sum()
 
 
-class BiLB4MTL(Balancer):
+class BiLB4MTL(LossBalancer):
     r"""BiLB4MTL (Xiao, Dong, Zou & Ji 2025, "Scalable Bilevel Loss Balancing for Multi-Task
     Learning", since renamed LDC-MTL; code OptMN-Lab/LDC-MTL).
 
@@ -44,9 +44,9 @@ class BiLB4MTL(Balancer):
               + \lambda \sum_{k=1}^{m-1}|\sigma_k\tilde f_k - \sigma_{k+1}\tilde f_{k+1}| .
 
     Loss-only and O(1) in ``m``: the model gets the weights :math:`w = \partial\mathcal L/\partial f`
-    (one ordinary backward of :math:`w^\top f`) and the router takes one step of its own
-    optimizer (default Adam, ``lr=1e-3``) on :math:`\partial\mathcal L/\partial W` in the
-    same call.
+    (one ordinary backward of :math:`w^\top f`) and, once the model has stepped, the router
+    takes one step of its own optimizer (default Adam, ``lr=1e-3``) on
+    :math:`\partial\mathcal L/\partial W` at the same point (a simultaneous joint step).
 
     The code varies this per data set; the general form here takes, as choices:
     σ = ``softmax`` of a free logit vector (the code's routers are a linear map of pooled
@@ -60,6 +60,13 @@ class BiLB4MTL(Balancer):
     equivariant; with normalisation the update is exactly invariant to per-task loss
     scales. Losses must be > 0 at the first step.
     """
+
+    name = "bilb4mtl"
+    reference = "Xiao et al. 2025 (arXiv 2502.08585, LDC-MTL)"
+    summary = "bi-level loss-discrepancy control, first-order joint step"
+    stateful = True
+    scale_invariance = "update"
+    permutation_equivariant = False
 
     initial_losses: Tensor
     has_initial: Tensor
@@ -99,22 +106,35 @@ class BiLB4MTL(Balancer):
             sigma = sigma.clamp(self.clamp[0], self.clamp[1])
         return sigma
 
-    def weights(self, losses: Tensor) -> Tensor:
-        values = self.check_losses(losses).detach().to(self.router)
-        if self.normalize and not bool(self.has_initial):
-            if bool((values <= 0).any()):
-                raise ValueError("BiLB4MTL divides by the first step's losses: they must be > 0")
-            self.initial_losses.copy_(values)
-            self.has_initial.fill_(True)
+    def _initial(self, values: Tensor) -> Tensor:
+        """The normalising losses: the first step's (these losses at the first step)."""
+        if bool(self.has_initial):
+            return self.initial_losses
+        if bool((values <= 0).any()):
+            raise ValueError("BiLB4MTL divides by the first step's losses: they must be > 0")
+        return values
+
+    def _gradients(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The model's weights :math:`\partial\mathcal L/\partial f` and the router's gradient."""
+        values = losses.to(self.router)
         variable = values.clone().requires_grad_(True)
         with torch.enable_grad():
-            normalized = variable / self.initial_losses if self.normalize else variable
+            normalized = variable / self._initial(values) if self.normalize else variable
             objective = discrepancy_objective(normalized, self.router_weights(), self.penalty)
             model_weights, router_grad = torch.autograd.grad(objective, [variable, self.router])
+        return model_weights.to(losses), router_grad
+
+    def _weights(self, losses: Tensor) -> Tensor:
+        return self._gradients(losses)[0]
+
+    def _update(self, losses: Tensor, losses_after: Tensor | None) -> None:
+        router_grad = self._gradients(losses)[1]
+        if self.normalize and not bool(self.has_initial):
+            self.initial_losses.copy_(losses.to(self.initial_losses))
+            self.has_initial.fill_(True)
         self.optimizer.zero_grad(set_to_none=True)
         self.router.grad = router_grad
         self.optimizer.step()
-        return model_weights.to(losses)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}

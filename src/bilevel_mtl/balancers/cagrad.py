@@ -96,6 +96,11 @@ class CAGrad(GradientBalancer):
     leaves the weights unchanged.
     """
 
+    name = "cagrad"
+    reference = "Liu et al. 2021 (NeurIPS)"
+    summary = "best worst-case descent near the mean"
+    scale_invariance = "common"
+
     def __init__(
         self,
         num_tasks: int,

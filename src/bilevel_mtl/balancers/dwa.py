@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Balancer
+from .base import LossBalancer
 
 
-class DWA(Balancer):
+class DWA(LossBalancer):
     r"""Dynamic Weight Average (Liu, Johns & Davison 2019, "End-to-End Multi-Task Learning with
     Attention", eq. 7):
 
@@ -26,6 +26,13 @@ class DWA(Balancer):
     on the simplex (the paper's ``K·softmax`` sums to ``m``; here LS's scale). They are
     exactly invariant to per-task loss scales (only loss ratios enter). Losses must be > 0.
     """
+
+    name = "dwa"
+    reference = "Liu, Johns & Davison 2019 (CVPR)"
+    summary = "softmax of loss ratios, T=2"
+    simplex = True
+    stateful = True
+    scale_invariance = "weights"
 
     running_sum: Tensor
     running_count: Tensor
@@ -45,8 +52,7 @@ class DWA(Balancer):
         self.register_buffer("history", torch.ones(2, num_tasks, dtype=torch.float64))
         self.register_buffer("periods", torch.zeros((), dtype=torch.long))
 
-    def weights(self, losses: Tensor) -> Tensor:
-        losses = self.check_losses(losses).detach()
+    def _weights(self, losses: Tensor) -> Tensor:
         if bool((losses <= 0).any()):
             bad = [i for i, value in enumerate(losses.tolist()) if value <= 0]
             raise ValueError(f"DWA uses ratios of mean losses: they must be > 0, tasks {bad} are not")
@@ -55,6 +61,9 @@ class DWA(Balancer):
             weights = torch.softmax(ratios / self.temperature, 0)
         else:
             weights = torch.full((self.num_tasks,), 1.0 / self.num_tasks, dtype=torch.float64)
+        return weights.to(losses)
+
+    def _update(self, losses: Tensor, losses_after: Tensor | None) -> None:
         self.running_sum += losses.to(self.running_sum)
         self.running_count += 1
         if int(self.running_count) == self.window:
@@ -62,4 +71,3 @@ class DWA(Balancer):
             self.running_sum.zero_()
             self.running_count.zero_()
             self.periods += 1
-        return weights.to(losses)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Balancer
+from .base import LossBalancer
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
@@ -36,7 +36,7 @@ def famo_logit_gradient(logits: Tensor, gaps_before: Tensor, gaps_after: Tensor)
     return z * (delta - z @ delta)
 
 
-class FAMO(Balancer):
+class FAMO(LossBalancer):
     r"""FAMO (Liu et al. 2023, "FAMO: Fast Adaptive Multitask Optimization", Algorithm 1).
 
     With logits ξ (0 at start), :math:`z=\operatorname{softmax}(\xi)` and
@@ -47,15 +47,21 @@ class FAMO(Balancer):
     Adam(``lr`` = 0.025, ``weight_decay`` = γ) on :math:`z\odot(\delta-z^\top\delta)`
     (:func:`famo_logit_gradient`). Costs one extra forward per step; O(1) in ``m``.
 
-    ``needs_losses_after``: :class:`~bilevel_mtl.BalancedOptimizer` recomputes the losses
-    after the step; in your own loop call :meth:`observe` with them (under ``no_grad``).
+    Needs the losses after the step: :class:`~bilevel_mtl.BalancedOptimizer` recomputes them;
+    in your own loop pass them to :meth:`update` (computed under ``no_grad``).
     Choices: γ = 1e-3 (the paper's NYUv2, CelebA and QM9 scripts; 1e-2 for Cityscapes and
     ``famo.py``; 0 for the toy; 1e-5 in the library class), lower bounds ``b`` = 0 unless
     ``min_losses`` is given (the toy's ``-21``). Losses must exceed ``b``. The update is
     invariant to per-task loss scales up to its length when ``b = 0``.
     """
 
-    needs_losses_after = True
+    name = "famo"
+    reference = "Liu et al. 2023 (NeurIPS)"
+    summary = "log-loss decrease balancing, one extra forward"
+    needs = frozenset({"losses_after"})
+    simplex = True
+    stateful = True
+    scale_invariance = "direction"
     min_losses: Tensor
 
     def __init__(
@@ -85,7 +91,6 @@ class FAMO(Balancer):
         self.register_buffer("min_losses", bounds.clone())
         factory = optimizer or (lambda params: torch.optim.Adam(params, lr=lr, weight_decay=gamma))
         self.optimizer = factory([self.logits])
-        self._gaps: Tensor | None = None
 
     def _gaps_of(self, losses: Tensor) -> Tensor:
         gaps = losses.detach().to(self.logits) - self.min_losses + self.eps
@@ -97,20 +102,15 @@ class FAMO(Balancer):
             )
         return gaps
 
-    def weights(self, losses: Tensor) -> Tensor:
-        losses = self.check_losses(losses)
-        self._gaps = self._gaps_of(losses)
-        return famo_weights(self.logits.detach(), self._gaps).to(losses)
+    def _weights(self, losses: Tensor) -> Tensor:
+        return famo_weights(self.logits.detach(), self._gaps_of(losses)).to(losses)
 
-    def observe(self, losses_after: Tensor) -> None:
-        if self._gaps is None:
-            raise RuntimeError("FAMO.observe() must follow weights() of the same step")
-        after = self._gaps_of(self.check_losses(losses_after))
+    def _update(self, losses: Tensor, losses_after: Tensor | None) -> None:
+        assert losses_after is not None
+        before, after = self._gaps_of(losses), self._gaps_of(losses_after)
         self.optimizer.zero_grad(set_to_none=True)
-        self.logits.grad = famo_logit_gradient(self.logits.detach(), self._gaps, after)
+        self.logits.grad = famo_logit_gradient(self.logits.detach(), before, after)
         self.optimizer.step()
-        self._gaps = None
-        return None
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from .base import forked
 from .gradient import Combination, GradientBalancer
 
 
@@ -72,6 +74,17 @@ class GradDrop(GradientBalancer):
     Invariance: a common positive gradient scale only scales the update (same draws).
     """
 
+    name = "graddrop"
+    reference = "Chen et al. 2020 (NeurIPS)"
+    summary = "sign dropout by gradient purity"
+    simplex = True
+    stateful = True
+    randomized = True
+    scale_invariance = "common"
+    requires: ClassVar[Mapping[str, str]] = {
+        "shared": "optional: the encoder module; with representation=True, the paper's layer"
+    }
+
     def __init__(
         self,
         num_tasks: int,
@@ -88,11 +101,13 @@ class GradDrop(GradientBalancer):
         self.generator = torch.Generator().manual_seed(seed)
 
     def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:
-        direction = graddrop_direction(jacobian, self.generator, self.leak, representation)
+        generator = forked(self.generator)
+        direction = graddrop_direction(jacobian, generator, self.leak, representation)
         weights = torch.full(
             (self.num_tasks,), 1.0 / self.num_tasks, dtype=jacobian.dtype, device=jacobian.device
         )
-        return Combination(weights, direction.reshape(-1) if representation is None else direction)
+        direction = direction.reshape(-1) if representation is None else direction
+        return Combination(weights, direction, state={"generator": generator.get_state()})
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

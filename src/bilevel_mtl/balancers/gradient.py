@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import weakref
 from abc import abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import as_loss_vector
 from ..context import StepContext
-from .base import Balancer, BalancerOutput
+from .base import Balancer, Cost, Decision
+
+if TYPE_CHECKING:
+    from ..lower_level import LowerLevel
 
 
 @dataclass
@@ -25,6 +27,8 @@ class Combination:
     parameters outside ``shared`` always get the gradient of ``weights @ losses``."""
     direction: Tensor | None = None
     """An explicit update for the columns the rule saw (shape of one row of ``G``), if any."""
+    state: Mapping[str, Tensor] = field(default_factory=dict)
+    """The rule's new state (buffer or generator state by attribute name), applied at commit."""
 
 
 class _CaptureOutput:
@@ -48,8 +52,8 @@ class GradientBalancer(Balancer):
     ``i`` is :math:`\nabla f_i`) into a :class:`Combination`: task weights ``w`` and, for the
     few rules that are not a linear combination of the current rows (GradDrop, MoCo, the
     multi-batch rules), an explicit update direction. The rule itself is a pure function in
-    the method's module, testable on its own; the balancer only gathers ``G`` and writes
-    ``.grad``.
+    the method's module, testable on its own; the balancer only gathers ``G`` and decides the
+    gradient of every parameter, which :class:`~bilevel_mtl.BalancedOptimizer` writes.
 
     Which parameters the rule sees (``shared``):
 
@@ -75,16 +79,26 @@ class GradientBalancer(Balancer):
     Rules that need independent batches (MoDo, SDMGrad: ``num_batches = 3``) take a
     closure returning ``[b, m]`` losses, one row per batch; the rule gets ``[b, m, d]``
     and the parameters outside ``shared`` get the gradient of :math:`w^\top` (the rows'
-    mean loss). ``.grad`` is accumulated, as ``backward()`` does.
+    mean loss).
 
     Gradient balancers need the step's autograd graph: train with
-    :class:`~bilevel_mtl.BalancedOptimizer` (their :meth:`weights` raises).
+    :class:`~bilevel_mtl.BalancedOptimizer`. A rule with state (MoCo's tracked gradients, a
+    random generator) returns its new state in :attr:`Combination.state`; it is applied
+    when the step completes (:meth:`commit`).
     """
+
+    cost: ClassVar[Cost] = "O(m·d)"
+    needs = frozenset({"gradients"})
+    requires: ClassVar[Mapping[str, str]] = {
+        "shared": "optional: the encoder module; the rule then sees its parameters only"
+    }
 
     supports_representation: ClassVar[bool] = True
     """Whether the rule may run on representation gradients (``representation=True``)."""
     num_batches: ClassVar[int] = 1
     """Independent batches per step (rows of the closure's ``[b, m]`` losses when > 1)."""
+    requires_shared: ClassVar[bool] = False
+    """Whether ``shared`` is required (representation rules)."""
 
     def __init__(self, num_tasks: int, *, shared: nn.Module | None = None, representation: bool = False):
         super().__init__(num_tasks)
@@ -111,38 +125,33 @@ class GradientBalancer(Balancer):
         keep the output's shape, ``[m, *z.shape]``, and ``z`` comes as ``representation``.
         """
 
-    def check_losses(self, losses: Tensor | Sequence[Tensor]) -> Tensor:
-        """The ``[m]`` losses, or ``[b, m]`` (one row per independent batch) for multi-batch rules."""
-        if self.num_batches == 1:
-            return super().check_losses(losses)
-        b, m = self.num_batches, self.num_tasks
-        hint = (
-            f"{type(self).__name__} needs {b} independent batches per step: make the closure return a "
-            f"[{b}, {m}] tensor of task losses, one row per batch, e.g. "
-            f"torch.stack([task_losses(next(batches)) for _ in range({b})])"
-        )
-        if isinstance(losses, Tensor):
-            if tuple(losses.shape) != (b, m):
-                raise ValueError(f"{hint}; got shape {tuple(losses.shape)}")
-            rows: list[Any] = list(losses.unbind(0))
-        else:
-            rows = list(losses)
-            if len(rows) != b:
-                raise ValueError(f"{hint}; got {len(rows)} rows")
-        return torch.stack([as_loss_vector(row, m) for row in rows])
-
-    def weights(self, losses: Tensor) -> Tensor:
-        raise RuntimeError(
-            f"{type(self).__name__} combines per-task gradients and needs the step's autograd graph: "
-            "train with bilevel_mtl.BalancedOptimizer(model, optimizer, balancer).step(closure)"
-        )
-
-    def backward(self, losses: Tensor, context: StepContext) -> BalancerOutput:
+    def decide(self, lower: LowerLevel) -> Decision:
+        context = _step_context(lower)
         if self.representation:
-            return self._backward_representation(losses, context)
-        return self._backward_parameters(losses, context)
+            combination, gradients = self._decide_representation(context)
+        else:
+            combination, gradients = self._decide_parameters(context)
+        return Decision(
+            losses=context.losses,
+            weights=combination.weights.detach(),
+            gradients=gradients,
+            pending=dict(combination.state),
+        )
 
-    def _backward_parameters(self, losses: Tensor, context: StepContext) -> BalancerOutput:
+    def commit(self, decision: Decision, losses_after: Tensor | None = None) -> None:
+        """Apply the rule's new state (tracked gradients, weights, generator state)."""
+        for name, value in decision.pending.items():
+            current = getattr(self, name)
+            if isinstance(current, torch.Generator):
+                current.set_state(value)
+            elif isinstance(current, Tensor) and current.shape == value.shape:
+                current.copy_(value)
+            else:
+                setattr(self, name, value)
+        self._captured = []
+
+    def _decide_parameters(self, context: StepContext) -> tuple[Combination, list[Tensor | None]]:
+        losses = context.losses
         rows = losses.numel()
         eye = torch.eye(rows, dtype=losses.dtype, device=losses.device).reshape(rows, *losses.shape)
         grads = context.gradients(eye)
@@ -158,76 +167,51 @@ class GradientBalancer(Balancer):
             )
         blocks = [g.reshape(rows, -1) for g, ok in zip(grads, is_shared, strict=True) if ok and g is not None]
         jacobian = torch.cat(blocks, dim=1).reshape(*losses.shape, -1)
-        combination = self.combine(jacobian.detach(), losses.detach(), None)
+        combination = self.combine(jacobian.detach(), losses, None)
         weights = combination.weights.to(jacobian)
         head_weights = (weights / self.num_batches).expand(losses.shape).reshape(rows)
         direction = combination.direction
+        gradients: list[Tensor | None] = []
         offset = 0
         for param, grad, keep in zip(context.params, grads, is_shared, strict=True):
             if grad is None:
-                continue
-            if keep and direction is not None:
+                gradients.append(None)
+            elif keep and direction is not None:
                 size = param.numel()
-                _accumulate(param, direction[offset : offset + size].reshape(param.shape))
+                gradients.append(direction[offset : offset + size].reshape(param.shape))
                 offset += size
             else:
-                _accumulate(param, torch.tensordot(head_weights, grad, dims=1))
-        return BalancerOutput(weights=weights.detach())
+                gradients.append(torch.tensordot(head_weights, grad, dims=1))
+        return combination, gradients
 
-    def _backward_representation(self, losses: Tensor, context: StepContext) -> BalancerOutput:
+    def _decide_representation(self, context: StepContext) -> tuple[Combination, list[Tensor | None] | None]:
         name = type(self).__name__
-        captured, self._captured = self._captured, []
+        captured = self._captured
         if not all(isinstance(output, Tensor) for output in captured):
             raise TypeError(f"{name}(representation=True) needs the shared module to return one tensor")
-        candidates = [output for output in captured if output.requires_grad]
-        if not candidates:
+        if not any(output.requires_grad for output in captured):
             raise RuntimeError(
                 f"{name}(representation=True) saw no output of the shared module during this step: "
                 "the closure must run it with autograd enabled"
             )
+        rep = context.used_output(captured, f"{name}(representation=True)")
+        losses = context.losses
         eye = torch.eye(self.num_tasks, dtype=losses.dtype, device=losses.device)
-        if len(candidates) > 1:  # outputs of an abandoned forward, or several calls: keep the used ones
-            jacobians = torch.autograd.grad(
-                losses,
-                candidates,
-                grad_outputs=eye,
-                retain_graph=True,
-                allow_unused=True,
-                is_grads_batched=True,
-            )
-            candidates = [output for output, j in zip(candidates, jacobians, strict=True) if j is not None]
-            if len(candidates) > 1:
-                raise RuntimeError(
-                    f"the shared module ran {len(candidates)} times in this step's forward; "
-                    f"{name}(representation=True) needs exactly one call per step"
-                )
-        if not candidates:
-            raise ValueError("the task losses do not depend on the shared module's output in this step")
-        rep = candidates[0]
         # Through the context: the global batch's gradients under data parallelism, unscaled under AMP.
         jacobian = context.output_gradients(rep, eye)
-        combination = self.combine(jacobian.detach(), losses.detach(), context.gather_batch(rep.detach()))
+        combination = self.combine(jacobian.detach(), losses, context.gather_batch(rep.detach()))
         weights = combination.weights.to(losses)
         if combination.direction is None:
-            torch.autograd.backward(torch.dot(weights, losses))
-            return BalancerOutput(weights=weights.detach())
+            return combination, None  # the trainer backpropagates weights @ losses
         shared_ids = {id(p) for p in self._shared[0].parameters()}
         trainable = [p for p in context.params if p.requires_grad]
-        others = [p for p in trainable if id(p) not in shared_ids]
         inner = [p for p in trainable if id(p) in shared_ids]
-        updates: list[tuple[Tensor, Tensor | None]] = []
-        if others:
-            every = dict(zip(map(id, context.params), context.gradients(weights), strict=True))
-            updates += [(p, every[id(p)]) for p in others]
+        every = dict(zip(map(id, context.params), context.gradients(weights), strict=True))
         if inner:
-            updates += zip(inner, context.output_vjp(rep, combination.direction, inner), strict=True)
-        for param, grad in updates:
-            if grad is not None:
-                _accumulate(param, grad)
-        return BalancerOutput(weights=weights.detach())
-
-    def discard_step(self) -> None:
-        self._captured = []
+            every.update(
+                zip(map(id, inner), context.output_vjp(rep, combination.direction, inner), strict=True)
+            )
+        return combination, [every[id(p)] for p in context.params]
 
     def remove_hook(self) -> None:
         """Detach the forward hook from the shared module (``representation=True`` only)."""
@@ -236,10 +220,11 @@ class GradientBalancer(Balancer):
             self._hook = None
 
 
-def _accumulate(param: Tensor, grad: Tensor) -> None:
-    """Add ``grad`` to ``param.grad`` like ``backward`` does."""
-    grad = grad.detach().to(param.dtype)
-    if param.grad is None:
-        param.grad = grad.clone()
-    else:
-        param.grad.add_(grad)
+def _step_context(lower: LowerLevel) -> StepContext:
+    """Gradient balancers read the step's full context (per-task and representation gradients)."""
+    if not isinstance(lower, StepContext):
+        raise TypeError(
+            "gradient balancers need the step's autograd graph: train with "
+            "bilevel_mtl.BalancedOptimizer(model, optimizer, balancer).step(closure)"
+        )
+    return lower

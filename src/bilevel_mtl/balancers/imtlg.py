@@ -40,5 +40,10 @@ class IMTLG(GradientBalancer):
     update direction unchanged (the projections stay equal).
     """
 
+    name = "imtlg"
+    reference = "Liu et al. 2021 (ICLR), IMTL-G"
+    summary = "equal projections on unit gradients"
+    scale_invariance = "direction"
+
     def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:
         return Combination(imtlg_weights(jacobian.flatten(1)))

@@ -5,12 +5,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Balancer
+from .base import LossBalancer
 
 
-class LS(Balancer):
+class LS(LossBalancer):
     r"""Linear scalarization: the update of :math:`\frac{1}{m}\sum_i f_i` (equal weights 1/m)."""
 
-    def weights(self, losses: Tensor) -> Tensor:
-        losses = self.check_losses(losses)
-        return torch.full_like(losses.detach(), 1.0 / self.num_tasks)
+    name = "ls"
+    reference = "linear scalarization"
+    summary = "equal weights 1/m"
+    simplex = True
+    scale_invariance = "weights"
+
+    def _weights(self, losses: Tensor) -> Tensor:
+        return torch.full_like(losses, 1.0 / self.num_tasks)

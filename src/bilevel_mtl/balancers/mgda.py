@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -76,6 +79,12 @@ class MGDA(GradientBalancer):
     Frank–Wolfe with a 1e-5 / 1e-3 stopping rule; the weights agree within those).
     """
 
+    name = "mgda"
+    reference = "Désidéri 2012; Sener & Koltun 2018 (NeurIPS)"
+    summary = "min-norm point of the task gradients' convex hull"
+    simplex = True
+    scale_invariance = "common"
+
     def __init__(
         self,
         num_tasks: int,
@@ -89,3 +98,22 @@ class MGDA(GradientBalancer):
 
     def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:
         return Combination(mgda_weights(jacobian.flatten(1), losses, self.normalization))
+
+
+class MGDAUB(MGDA):
+    r"""MGDA-UB (Sener & Koltun 2018): :class:`MGDA` on the gradients with respect to the shared
+    module's output, ``MGDA(m, shared=encoder, representation=True)``.
+
+    The min-norm problem on :math:`\nabla_z f_i` (an upper bound of the shared objective),
+    from one batched backward through the heads only, then one ordinary backward of
+    :math:`\sum_i w_i f_i`: O(d) per step.
+    """
+
+    name = "mgda_ub"
+    reference = "Sener & Koltun 2018 (NeurIPS), MGDA-UB"
+    summary = "MGDA on representation gradients (m backward passes through the heads only)"
+    cost = "O(d)"
+    requires: ClassVar[Mapping[str, str]] = {"shared": "the encoder module whose output feeds the task heads"}
+
+    def __init__(self, num_tasks: int, *, shared: nn.Module, normalization: str = "none") -> None:
+        super().__init__(num_tasks, normalization=normalization, shared=shared, representation=True)

@@ -67,6 +67,12 @@ class MoCo(GradientBalancer):
     lam: Tensor
     step_count: Tensor
 
+    name = "moco"
+    reference = "Fernando et al. 2023 (ICLR)"
+    summary = "MGDA on tracked (bias-corrected) gradients"
+    simplex = True
+    stateful = True
+
     def __init__(
         self,
         num_tasks: int,
@@ -96,17 +102,15 @@ class MoCo(GradientBalancer):
         self.tracked: Tensor | None = None
 
     def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:
-        if self.tracked is None:
-            self.tracked = torch.zeros_like(jacobian)
-        elif self.tracked.shape != jacobian.shape:
+        tracked = torch.zeros_like(jacobian) if self.tracked is None else self.tracked
+        if tracked.shape != jacobian.shape:
             raise ValueError(
-                f"MoCo tracks gradients of shape {tuple(self.tracked.shape)}, got {tuple(jacobian.shape)}: "
+                f"MoCo tracks gradients of shape {tuple(tracked.shape)}, got {tuple(jacobian.shape)}: "
                 "the trained parameters changed"
             )
-        self.step_count += 1
-        step = int(self.step_count)
-        self.tracked, lam = moco_update(
-            self.tracked.to(jacobian),
+        step = int(self.step_count) + 1
+        tracked, lam = moco_update(
+            tracked.to(jacobian),
             self.lam,
             jacobian,
             beta=self.beta / step**self.beta_decay,
@@ -114,8 +118,8 @@ class MoCo(GradientBalancer):
             rho=self.rho,
             losses=losses if self.normalize_gradients else None,
         )
-        self.lam.copy_(lam)
-        return Combination(lam.to(jacobian), lam.to(jacobian) @ self.tracked)
+        state = {"tracked": tracked, "lam": lam, "step_count": self.step_count + 1}
+        return Combination(lam.to(jacobian), lam.to(jacobian) @ tracked, state=state)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"tracked": self.tracked}

@@ -50,8 +50,14 @@ class MoDo(GradientBalancer):
     """
 
     supports_representation = False
-    num_batches = 3
     lam: Tensor
+
+    name = "modo"
+    reference = "Chen et al. 2023 (NeurIPS)"
+    summary = "stochastic MGDA with double sampling"
+    num_batches = 3
+    simplex = True
+    stateful = True
 
     def __init__(
         self, num_tasks: int, *, gamma: float = 1e-3, rho: float = 0.1, shared: nn.Module | None = None
@@ -66,5 +72,4 @@ class MoDo(GradientBalancer):
 
     def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:
         lam = modo_update(self.lam.to(jacobian), jacobian[0], jacobian[1], self.gamma, self.rho)
-        self.lam.copy_(lam)
-        return Combination(lam, lam @ jacobian[2])
+        return Combination(lam, lam @ jacobian[2], state={"lam": lam})

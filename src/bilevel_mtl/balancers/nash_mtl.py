@@ -105,6 +105,11 @@ class NashMTL(GradientBalancer):
     per-task gradient scales leave the update direction unchanged.
     """
 
+    name = "nashmtl"
+    reference = "Navon et al. 2022 (ICML)"
+    summary = "Nash bargaining"
+    scale_invariance = "direction"
+
     def __init__(
         self,
         num_tasks: int,

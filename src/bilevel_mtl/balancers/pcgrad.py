@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ._simplex import check_jacobian, gramian
+from .base import forked
 from .gradient import Combination, GradientBalancer
 
 
@@ -53,6 +54,13 @@ class PCGrad(GradientBalancer):
     scale leaves the weights unchanged.
     """
 
+    name = "pcgrad"
+    reference = "Yu et al. 2020 (NeurIPS)"
+    summary = "projects conflicting gradients"
+    stateful = True
+    randomized = True
+    scale_invariance = "common"
+
     def __init__(
         self,
         num_tasks: int,
@@ -65,7 +73,9 @@ class PCGrad(GradientBalancer):
         self.generator = torch.Generator().manual_seed(seed)
 
     def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:
-        return Combination(pcgrad_weights(jacobian.flatten(1), self.generator))
+        generator = forked(self.generator)
+        weights = pcgrad_weights(jacobian.flatten(1), generator)
+        return Combination(weights, state={"generator": generator.get_state()})
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -71,8 +71,15 @@ class SDMGrad(GradientBalancer):
     """
 
     supports_representation = False
-    num_batches = 3
     w: Tensor
+
+    name = "sdmgrad"
+    reference = "Xiao, Ban & Ji 2023 (NeurIPS)"
+    summary = "direction-oriented stochastic MGDA"
+    num_batches = 3
+    simplex = True
+    stateful = True
+    scale_invariance = "common"
 
     def __init__(
         self,
@@ -107,6 +114,5 @@ class SDMGrad(GradientBalancer):
             self.lr,
             self.momentum,
         )
-        self.w.copy_(w)
         weights = (w + self.lam / self.num_tasks) / (1 + self.lam)
-        return Combination(weights, weights @ jacobian[0])
+        return Combination(weights, weights @ jacobian[0], state={"w": w})

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import Balancer
+from .base import LossBalancer
 
 
-class SI(Balancer):
+class SI(LossBalancer):
     r"""Scale-invariant loss (the ``SI`` baseline of Navon et al. 2022, "Multi-Task Learning as a
     Bargaining Game"): minimise :math:`\frac1m\sum_i \log f_i`, i.e. weights
 
@@ -18,8 +18,12 @@ class SI(Balancer):
     Losses must be > 0. Weights are not on the simplex.
     """
 
-    def weights(self, losses: Tensor) -> Tensor:
-        losses = self.check_losses(losses).detach()
+    name = "si"
+    reference = "Navon et al. 2022 (ICML), SI baseline"
+    summary = "mean of log losses"
+    scale_invariance = "update"
+
+    def _weights(self, losses: Tensor) -> Tensor:
         if bool((losses <= 0).any()):
             bad = [i for i, value in enumerate(losses.tolist()) if value <= 0]
             raise ValueError(f"SI takes the log of the losses: they must be > 0, tasks {bad} are not")

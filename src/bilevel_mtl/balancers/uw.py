@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Balancer
+from .base import LossBalancer
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
 
-class UW(Balancer):
+class UW(LossBalancer):
     r"""Uncertainty weighting (Kendall, Gal & Cipolla 2018, "Multi-Task Learning Using Uncertainty to
     Weigh Losses for Scene Geometry and Semantics", eq. 7): with learned log-variances
     :math:`s_i=\log\sigma_i^2`, minimise
@@ -23,13 +23,19 @@ class UW(Balancer):
               \qquad w_i = \tfrac12 e^{-s_i},
               \qquad \partial_{s_i}\mathcal L = \tfrac12 - \tfrac12 e^{-s_i} f_i .
 
-    Each call returns the current weights and takes one step of its own optimizer on
+    The weights are the current :math:`\tfrac12 e^{-s}`; after the model's step, ``s`` takes one
+    step of its own optimizer on
     ``s`` (default Adam with ``lr=0.025``, the Nash-MTL/FAMO code's ``method_params_lr``;
     the paper trains ``s`` with the model's optimizer) — do not add ``log_variances`` to
     your optimizer. ``s`` starts at 0 (weights ½). At the fixed point :math:`e^{s_i}=f_i`,
     so the weights tend to :math:`1/(2f_i)`: the update becomes invariant to per-task loss
     scales only as ``s`` converges. Weights are not on the simplex.
     """
+
+    name = "uw"
+    reference = "Kendall, Gal & Cipolla 2018 (CVPR)"
+    summary = "learned log-variances"
+    stateful = True
 
     def __init__(
         self,
@@ -48,14 +54,14 @@ class UW(Balancer):
         factory = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
         self.optimizer = factory([self.log_variances])
 
-    def weights(self, losses: Tensor) -> Tensor:
-        losses = self.check_losses(losses).detach()
+    def _weights(self, losses: Tensor) -> Tensor:
+        return (0.5 * torch.exp(-self.log_variances.detach())).to(losses)
+
+    def _update(self, losses: Tensor, losses_after: Tensor | None) -> None:
         precision = torch.exp(-self.log_variances.detach())
-        weights = 0.5 * precision
         self.optimizer.zero_grad(set_to_none=True)
         self.log_variances.grad = 0.5 - 0.5 * precision * losses.to(precision)
         self.optimizer.step()
-        return weights.to(losses)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}

@@ -7,7 +7,7 @@ user's optimizer), :class:`Implicit` (IFT at the current parameters), :class:`Ex
 (dense reference). See ``docs/estimators.md``.
 """
 
-from .base import Estimator, UpperObjective
+from .base import Estimate, Estimator, UpperObjective, registered_estimators
 from .exact import Exact
 from .forward_difference import ForwardDifference
 from .implicit import Implicit
@@ -18,6 +18,7 @@ from .unrolled import Unrolled
 from .zeroth_order import ZerothOrder, project_tangent, sample_directions
 
 __all__ = [
+    "Estimate",
     "Estimator",
     "Exact",
     "ForwardDifference",
@@ -29,5 +30,6 @@ __all__ = [
     "UpperObjective",
     "ZerothOrder",
     "project_tangent",
+    "registered_estimators",
     "sample_directions",
 ]

@@ -1,27 +1,37 @@
-"""Hypergradient estimators of ∇_λ Φ(λ), Φ(λ) = R(f(θ), f(A(λ, θ)))."""
+"""Hypergradient estimators of ∇_λ Φ(λ), Φ(λ) = R(f(θ), f(A(λ, θ))), and what they return."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from ..context import StepContext
+from ..balancers.base import Cost
 from ..criteria import Criterion
+from ..lower_level import LowerLevel
+
+_REGISTRY: dict[str, type[Estimator]] = {}
+
+
+def registered_estimators() -> dict[str, type[Estimator]]:
+    """Every registered estimator class by name, in registration order."""
+    return dict(_REGISTRY)
 
 
 class UpperObjective:
     r"""The upper-level objective at the current iterate, :math:`\Phi(w) = R(f(\theta), f(A(w,\theta)))`.
 
-    ``losses_after(w)`` returns :math:`f(A(w, \theta))` on the step's batch. Calling
-    the objective evaluates Φ (no gradient to the model) and records the value,
-    still attached to the criterion's own parameters, in ``evaluations``: the
-    balancer turns their mean into the adversary's gradient.
+    ``losses_after(w)`` returns :math:`f(A(w, \theta))` on the step's batch. Calling the
+    objective evaluates Φ with no gradient to the model; the value stays attached to
+    the criterion's own parameters (the adversary ρ), so that the balancer can turn the
+    values an estimator returns into the adversary's gradient.
 
     Estimators that differentiate through the step (unrolled, implicit, exact) also
-    get the lower level through ``context`` (a :class:`~bilevel_mtl.context.StepContext`).
+    get the lower level itself (``lower``, a :class:`~bilevel_mtl.lower_level.LowerLevel`).
     """
 
     def __init__(
@@ -29,69 +39,88 @@ class UpperObjective:
         criterion: Criterion,
         losses_before: Tensor,
         losses_after: Callable[[Tensor], Tensor],
-        context: StepContext | None = None,
+        lower: LowerLevel | None = None,
     ) -> None:
         self.criterion = criterion
         self.losses_before = losses_before.detach()
         self.losses_after = losses_after
-        self.context = context
+        self.lower = lower
         self.num_tasks = self.losses_before.numel()
-        self.evaluations: list[Tensor] = []
 
     @classmethod
-    def lookahead(cls, criterion: Criterion, context: StepContext) -> UpperObjective:
+    def lookahead(cls, criterion: Criterion, lower: LowerLevel) -> UpperObjective:
         """Φ(w) = R(f(θ), f(A(w, θ))) for one training step, A = the user's optimizer from its warm state.
 
-        What :class:`~bilevel_mtl.Marigold` (``mode="faithful"``) estimates; ``losses_after(w)``
-        is one backward on the step's graph (the weighted gradient), the look-ahead, and
-        one forward on the same batch with the same dropout masks.
+        ``losses_after(w)`` is one backward on the step's graph (the weighted gradient),
+        the look-ahead, and one forward on the same batch with the same dropout masks.
         """
-        lookahead = context.lookahead
+        lookahead = lower.lookahead()
 
         def losses_after(weights: Tensor) -> Tensor:
-            return context.losses_at(lookahead.step(context.gradients(weights)).params)
+            return lower.losses_at(lookahead.step(lower.gradients(weights)).params)
 
-        return cls(criterion, context.losses.detach(), losses_after, context)
+        return cls(criterion, lower.losses, losses_after, lower)
 
     def __call__(self, weights: Tensor) -> Tensor:
+        """Φ(weights), attached to the criterion's parameters only."""
         with torch.no_grad():
             after = self.losses_after(weights).detach()
-        return self.record(after)
+        return self.value(after)
 
     def evaluate(self, points: Tensor) -> Tensor:
         """Φ at each row of ``points`` (shape ``[p, m]``), as a vector ``[p]``."""
         return torch.stack([self(w) for w in points])
 
-    def record(self, losses_after: Tensor) -> Tensor:
-        """The criterion at ``losses_after`` (treated as data), recorded in ``evaluations``.
-
-        Returns the value detached. Estimators that compute the losses after the step
-        themselves (with a graph to the weights) record them here, so the adversary
-        and the reported criterion value see every estimator alike.
-        """
+    def value(self, losses_after: Tensor) -> Tensor:
+        """The criterion at ``losses_after`` (treated as data), attached to the criterion's parameters."""
         with torch.enable_grad():  # keep the adversary's graph
             value: Tensor = self.criterion(self.losses_before, losses_after.detach())
-        self.evaluations.append(value)
-        return value.detach()
+        return value
 
-    def require_context(self, estimator: str) -> StepContext:
-        """The step's context, or a clear error for estimators that differentiate through the step."""
-        if self.context is None:
+    def require_lower(self, estimator: str) -> LowerLevel:
+        """The step's lower level, or a clear error for estimators that differentiate through the step."""
+        if self.lower is None:
             raise ValueError(
-                f"{estimator} differentiates through the lower-level step and needs its "
-                "StepContext: use it inside Marigold(mode='faithful') with "
-                "bilevel_mtl.BalancedOptimizer, or build UpperObjective(..., context=...)"
+                f"{estimator} differentiates through the lower-level step and needs it: use it "
+                "inside bilevel_mtl.balancers.MarigoldFaithful with bilevel_mtl.BalancedOptimizer, "
+                "or build UpperObjective.lookahead(criterion, lower)"
             )
-        return self.context
+        return self.lower
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One hypergradient estimate and the criterion values it saw."""
+
+    gradient: Tensor
+    """The estimate of :math:`\\nabla_w\\Phi` (``[m]``, on the device and dtype of the weights)."""
+    values: list[Tensor]
+    """The criterion at every point evaluated, attached to the criterion's parameters (their
+    mean gives the adversary's gradient and the reported criterion value)."""
 
 
 class Estimator(ABC):
     """Estimates :math:`\\nabla_w \\Phi(w)` (shape ``[m]``) at the current weights.
 
-    Random estimators draw from the ``generator`` they are given, so a balancer
-    owns (and checkpoints) all randomness.
+    Random estimators draw from the ``generator`` they are given, so a balancer owns
+    (and checkpoints) all randomness. Subclasses that set :attr:`name` are registered
+    (``bilevel-mtl list``, ``build_estimator``).
     """
 
+    name: ClassVar[str | None] = None
+    """Registry name; ``None`` for abstract bases."""
+    reference: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    cost: ClassVar[Cost] = "O(d)"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is not None:
+            if name in _REGISTRY and _REGISTRY[name].__qualname__ != cls.__qualname__:
+                raise TypeError(f"estimator name {name!r} is taken by {_REGISTRY[name].__qualname__}")
+            _REGISTRY[name] = cls
+
     @abstractmethod
-    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Tensor:
-        """Hypergradient estimate of shape ``[m]``, on the device and dtype of ``weights``."""
+    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Estimate:
+        """The hypergradient estimate and the criterion values it saw."""

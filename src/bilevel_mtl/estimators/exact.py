@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Estimator, UpperObjective
+from .base import Estimate, Estimator, UpperObjective
 from .unrolled import check_eps_root, unrolled_losses
 
 
@@ -28,6 +28,11 @@ class Exact(Estimator):
     one parameter and optimizer-state copy.
     """
 
+    name = "exact"
+    reference = "dense autograd through the look-ahead (reference)"
+    summary = "m Jacobian rows through the one-step look-ahead: for tests and benchmarks"
+    cost = "O(m·d)"
+
     def __init__(self, eps_root: float = 1e-16) -> None:
         self.eps_root = check_eps_root(eps_root)
 
@@ -36,7 +41,7 @@ class Exact(Estimator):
 
     def jacobian(self, objective: UpperObjective, weights: Tensor) -> tuple[Tensor, Tensor]:
         """``(losses_after, J)``: :math:`f(A(\\lambda,\\theta))` ``[m]`` and its Jacobian ``[m, m]``."""
-        context = objective.require_context(type(self).__name__)
+        context = objective.require_lower(type(self).__name__)
         lam = weights.detach().clone().requires_grad_(True)
         rows: list[Tensor] = []
         with torch.enable_grad():
@@ -48,12 +53,11 @@ class Exact(Estimator):
                 rows.append(row)
         return after.detach(), torch.stack(rows)
 
-    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Tensor:
+    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Estimate:
         del generator
         after, jac = self.jacobian(objective, weights)
-        objective.record(after)
         point = after.clone().requires_grad_(True)
         with torch.enable_grad():
             value = objective.criterion(objective.losses_before, point)
             (outer,) = torch.autograd.grad(value, point, materialize_grads=True)
-        return jac.T @ outer.to(jac)
+        return Estimate(jac.T @ outer.to(jac), [objective.value(after)])

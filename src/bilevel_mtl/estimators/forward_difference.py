@@ -29,6 +29,10 @@ class ForwardDifference(ZerothOrder):
     evaluations_per_direction: ClassVar[int] = 1
     shared_evaluations: ClassVar[int] = 1
 
+    name = "forward_difference"
+    reference = "forward-difference zeroth-order estimator (Nesterov & Spokoiny 2017)"
+    summary = "(n/r)(Φ(λ+ru) − Φ(λ)) u: 1 + num_directions look-aheads"
+
     def points(self, weights: Tensor, directions: Tensor) -> Tensor:
         zero = torch.zeros_like(directions[:1])
         return self.perturb(weights, torch.cat([zero, self.radius * directions]))

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice
-from .base import Estimator, UpperObjective
+from .base import Estimate, Estimator, UpperObjective
 from .solvers import (
     SolveInfo,
     conjugate_gradient,
@@ -84,6 +84,10 @@ class Implicit(Estimator):
     parameter-sized vectors.
     """
 
+    name = "implicit"
+    reference = "implicit function theorem (Pedregosa 2016; Lorraine et al. 2020)"
+    summary = "hypergradient of θ*(λ) by CG / normal-CG / Neumann Hessian-vector solves"
+
     def __init__(
         self,
         solver: str = "cg",
@@ -121,31 +125,28 @@ class Implicit(Estimator):
             f"tol={self.tol}, alpha={self.alpha})"
         )
 
-    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Tensor:
+    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Estimate:
         del generator  # deterministic; Neumann's power iteration has its own seeded stream
-        context = objective.require_context(type(self).__name__)
-        if self.evaluate_step:
-            objective(weights)
+        context = objective.require_lower(type(self).__name__)
+        values = [objective(weights) if self.evaluate_step else objective.value(objective.losses_before)]
         before = objective.losses_before
         point = before.clone().requires_grad_(True)
         with torch.enable_grad():
             value = objective.criterion(before, point)
             (outer,) = torch.autograd.grad(value, point, materialize_grads=True)
-        if not self.evaluate_step:
-            objective.record(before)
         lam = weights.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             all_grads = context.gradients(lam, create_graph=True)
             active = [i for i, g in enumerate(all_grads) if g is not None]
             if not active:
-                return torch.zeros_like(weights)
+                return Estimate(torch.zeros_like(weights), values)
             grads = [g for g in all_grads if g is not None]
             params = [context.params[i] for i in active]
             v_parts = context.gradients(outer)
             v = _flat([_or_zeros(v_parts[i], g) for g, i in zip(grads, active, strict=True)])
             y, self.last_solve = self._solve(grads, params, v.detach())
             (jy,) = torch.autograd.grad(grads, lam, grad_outputs=_split(y, grads), materialize_grads=True)
-        return -jy.detach()
+        return Estimate(-jy.detach(), values)
 
     def _solve(self, grads: list[Tensor], params: list[Tensor], rhs: Tensor) -> tuple[Tensor, SolveInfo]:
         def matvec(x: Tensor) -> Tensor:

@@ -32,6 +32,10 @@ class SinglePoint(ZerothOrder):
 
     evaluations_per_direction: ClassVar[int] = 1
 
+    name = "single_point"
+    reference = "Chen et al. 2026, Algorithm 1"
+    summary = "(n/r) Φ(λ+ru) u: one look-ahead (1 backward + 1 forward) per direction"
+
     def points(self, weights: Tensor, directions: Tensor) -> Tensor:
         return self.perturb(weights, self.radius * directions)
 

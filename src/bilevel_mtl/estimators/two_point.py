@@ -30,6 +30,10 @@ class TwoPoint(ZerothOrder):
 
     evaluations_per_direction: ClassVar[int] = 2
 
+    name = "two_point"
+    reference = "antithetic zeroth-order estimator (Nesterov & Spokoiny 2017)"
+    summary = "(n/2r)(Φ(λ+ru) − Φ(λ−ru)) u: two look-aheads per direction, same batch and dropout masks"
+
     def points(self, weights: Tensor, directions: Tensor) -> Tensor:
         offsets = self.radius * directions
         return self.perturb(weights, torch.cat([offsets, -offsets]))

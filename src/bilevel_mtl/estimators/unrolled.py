@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..context import StepContext
-from ..lookahead import LookAhead
-from .base import Estimator, UpperObjective
+from ..lower_level import LowerLevel
+from .base import Estimate, Estimator, UpperObjective
 
 
 def check_eps_root(eps_root: float) -> float:
@@ -18,14 +17,14 @@ def check_eps_root(eps_root: float) -> float:
     return value
 
 
-def unrolled_losses(context: StepContext, weights: Tensor, steps: int, eps_root: float) -> Tensor:
+def unrolled_losses(context: LowerLevel, weights: Tensor, steps: int, eps_root: float) -> Tensor:
     r"""Task losses :math:`f(A^k(w,\theta))` after ``steps`` look-ahead steps on the step's batch.
 
     Differentiable in ``weights`` (make it require grad). Every step uses the user's
     optimizer rule from its warm state, the same batch and the same dropout masks;
     step ``j > 1`` takes the gradient of :math:`w^\top f` at the new parameters.
     """
-    lookahead = LookAhead(context.optimizer, eps_root=eps_root)
+    lookahead = context.lookahead(eps_root)
     grads = context.gradients(weights, create_graph=True)
     result = lookahead.step(grads)
     active = [i for i, g in enumerate(grads) if g is not None]
@@ -69,6 +68,10 @@ class Unrolled(Estimator):
     graphs, plus ``k`` parameter and optimizer-state copies.
     """
 
+    name = "unrolled"
+    reference = "reverse-mode differentiation through k optimizer steps (Maclaurin et al. 2015)"
+    summary = "exact gradient of the k-step objective; double backward, memory grows with k"
+
     def __init__(self, steps: int = 1, eps_root: float = 1e-16) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
@@ -80,19 +83,18 @@ class Unrolled(Estimator):
 
     def value(self, objective: UpperObjective, weights: Tensor) -> Tensor:
         """The ``k``-step objective Φ_k(weights), differentiable in ``weights`` (no recording)."""
-        context = objective.require_context(type(self).__name__)
+        context = objective.require_lower(type(self).__name__)
         with torch.enable_grad():
             after = unrolled_losses(context, weights, self.steps, self.eps_root)
             value: Tensor = objective.criterion(objective.losses_before, after)
         return value
 
-    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Tensor:
+    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Estimate:
         del generator
-        context = objective.require_context(type(self).__name__)
+        context = objective.require_lower(type(self).__name__)
         lam = weights.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             after = unrolled_losses(context, lam, self.steps, self.eps_root)
             value = objective.criterion(objective.losses_before, after)
             (grad,) = torch.autograd.grad(value, lam, materialize_grads=True)
-        objective.record(after)
-        return grad.detach()
+        return Estimate(grad.detach(), [objective.value(after)])

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_positive
-from .base import Estimator, UpperObjective
+from .base import Estimate, Estimator, UpperObjective
 
 DIRECTIONS = ("sphere", "tangent")
 SPACES = ("weights", "logits", "log-weights")
@@ -156,10 +156,10 @@ class ZerothOrder(Estimator):
         """The estimate: the mean of :meth:`samples` over the directions, shape ``[m]``."""
         return self.samples(directions, values, weights).mean(dim=0)
 
-    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Tensor:
+    def estimate(self, objective: UpperObjective, weights: Tensor, generator: torch.Generator) -> Estimate:
         directions = self.sample(weights, generator)
         values = objective.evaluate(self.points(weights, directions))
-        return self.combine(directions, values, weights)
+        return Estimate(self.combine(directions, values.detach(), weights), list(values.unbind(0)))
 
     def _scale(self, num_tasks: int) -> float:
         return self.dimension(num_tasks) / self.radius
