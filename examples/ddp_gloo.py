@@ -9,7 +9,7 @@ update, while DDP averages the gradients of ``weights @ losses``. With equal sha
 and mean losses this is the same training as one process on the whole batch
 (``--world-size 1``), up to rounding.
 
-It uses the low-level path with ``Marigold(mode="perturbed")``; see the DDP tutorial
+It uses the low-level path with ``Marigold()``; see the DDP tutorial
 in the documentation for what is and is not verified.
 """
 
@@ -59,7 +59,7 @@ def train(rank: int, world_size: int, steps: int, dtype: torch.dtype) -> dict[st
     net = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, NUM_TASKS)).to(dtype)
     model = DistributedDataParallel(net) if world_size > 1 else net
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    balancer = bm.Marigold(NUM_TASKS, mode="perturbed", seed=0)  # same seed: same directions
+    balancer = bm.Marigold(NUM_TASKS, seed=0)  # same seed: same directions
     x, y = make_data(dtype)
     batches = torch.Generator().manual_seed(1)  # the same global batches on every process
     for _ in range(steps):

@@ -70,7 +70,7 @@ class BalancedRegression(L.LightningModule):
 
 
 def main() -> None:
-    module = BalancedRegression(make_net(), bm.Marigold(NUM_TASKS, mode="perturbed"))
+    module = BalancedRegression(make_net(), bm.Marigold(NUM_TASKS))
     trainer = L.Trainer(max_epochs=5, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
     trainer.fit(module, make_loader())
     print({name: round(float(value), 4) for name, value in trainer.callback_metrics.items()})

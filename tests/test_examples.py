@@ -43,7 +43,7 @@ def test_lightning_manual_optimization_equals_the_plain_low_level_loop(
     example = _example("lightning_manual", monkeypatch)
     import bilevel_mtl as bm
 
-    module = example.BalancedRegression(example.make_net(), bm.Marigold(2, mode="perturbed", lr=1e-2))
+    module = example.BalancedRegression(example.make_net(), bm.Marigold(2, lr=1e-2))
     trainer = lightning.Trainer(
         max_epochs=2,
         accelerator="cpu",
@@ -55,7 +55,7 @@ def test_lightning_manual_optimization_equals_the_plain_low_level_loop(
     )
     trainer.fit(module, example.make_loader())
 
-    net, balancer = example.make_net(), bm.Marigold(2, mode="perturbed", lr=1e-2)
+    net, balancer = example.make_net(), bm.Marigold(2, lr=1e-2)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(2):
         for x, y in example.make_loader():

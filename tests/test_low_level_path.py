@@ -14,7 +14,7 @@ def _train(steps: int, observe_under_no_grad: bool) -> dict[str, torch.Tensor]:
     y = torch.stack([x[:, 0], x[:, 1] * x[:, 2]], dim=1)
     model = nn.Linear(4, 2).double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    balancer = bm.Marigold(2, mode="perturbed", lr=1e-2, seed=3)
+    balancer = bm.Marigold(2, lr=1e-2, seed=3)
     for _ in range(steps):
         losses = ((model(x) - y) ** 2).mean(0)
         weights = balancer.weights(losses.detach())

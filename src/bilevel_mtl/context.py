@@ -96,6 +96,31 @@ class StepContext:
         self._rng_after = None if rng_before is None else RngSnapshot(rng_before.cuda_devices())
         self._lookaheads: dict[float, LookAhead] = {}
 
+    @classmethod
+    def evaluate(cls, model: nn.Module, optimizer: torch.optim.Optimizer, closure: Closure) -> StepContext:
+        """Zero the gradients, run ``closure`` once and return its step's context (single process,
+        no scaler): the lower level a balancer sees inside :class:`~bilevel_mtl.BalancedOptimizer`,
+        for tests, benchmarks and custom trainers."""
+        optimizer.zero_grad(set_to_none=True)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        rng = RngSnapshot(sorted({p.device for p in params}, key=str))
+        raw = closure()
+        if isinstance(raw, Tensor) and raw.dim() == 2:  # [b, m]: the losses of b batches
+            graph = raw
+        else:
+            graph = as_loss_vector(raw, raw.numel() if isinstance(raw, Tensor) else len(raw))
+        names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
+        return cls(
+            model,
+            params,
+            lambda: [names.get(id(p), "?") for p in params],
+            optimizer,
+            closure,
+            graph,
+            graph.detach(),
+            rng_before=rng,
+        )
+
     def lookahead(self, eps_root: float = 0.0) -> LookAhead:
         """The look-ahead of the user's optimizer (built once per step and ``eps_root``)."""
         if eps_root not in self._lookaheads:

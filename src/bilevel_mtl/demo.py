@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .balancers import LS, Balancer, Marigold
+from .balancers import LS, Balancer, Marigold, MarigoldFaithful
 from .training import BalancedOptimizer
 
 SCALES = (1.0, 1.0, 5.0)  # target scales (loss scales 1, 1, 25)
@@ -71,8 +71,8 @@ class _Run:
 def _methods(lr: float) -> dict[str, Callable[[], Balancer]]:
     return {
         "LS": lambda: LS(3),
-        "MARIGOLD perturbed": lambda: Marigold(3, mode="perturbed", lr=lr),
-        "MARIGOLD faithful": lambda: Marigold(3, mode="faithful", lr=lr),
+        "MARIGOLD perturbed": lambda: Marigold(3, lr=lr),
+        "MARIGOLD faithful": lambda: MarigoldFaithful(3, lr=lr),
     }
 
 

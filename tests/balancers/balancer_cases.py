@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bilevel_mtl import BalancedOptimizer, Balancer, Marigold
+from bilevel_mtl import BalancedOptimizer, Balancer, Marigold, MarigoldFaithful
 from bilevel_mtl.balancers import (
     DWA,
     FAMO,
@@ -107,7 +107,7 @@ CASES: list[Case] = [
     Case("bilb4mtl", lambda m, net: BiLB4MTL(m), False, True, UPDATE, order_dependent=True),
     # The default (perturbed) mode reports the perturbed weights λ + r·u, off the simplex.
     Case("marigold", lambda m, net: Marigold(m, seed=5), False, False, NONE),
-    Case("marigold_faithful", lambda m, net: Marigold(m, mode="faithful", seed=5), True, False, NONE),
+    Case("marigold_faithful", lambda m, net: MarigoldFaithful(m, seed=5), True, False, NONE),
     Case("mgda", lambda m, net: MGDA(m), True, True, COMMON),
     Case("mgda_ub", lambda m, net: MGDA(m, shared=net.encoder, representation=True), True, True, COMMON),
     Case("mgda_shared", lambda m, net: MGDA(m, shared=net.encoder), True, True, COMMON),

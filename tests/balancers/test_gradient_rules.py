@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
-from bilevel_mtl.balancers import (
+from bilevel_mtl.balancers._simplex import gramian, min_norm_weights, project_simplex
+from bilevel_mtl.functional import (
     cagrad_weights,
     graddrop_direction,
     gradient_normalizers,
@@ -23,7 +24,6 @@ from bilevel_mtl.balancers import (
     pcgrad_weights,
     sdmgrad_update,
 )
-from bilevel_mtl.balancers._simplex import gramian, min_norm_weights, project_simplex
 
 
 def random_jacobian(seed: int, m: int, d: int, rank: int | None = None, shift: float = 0.0) -> Tensor:

@@ -8,18 +8,8 @@ from balancer_cases import MultiTaskNet, flat_grad, make_closure, task_data
 from torch import Tensor
 
 from bilevel_mtl import BalancedOptimizer
-from bilevel_mtl.balancers import (
-    DWA,
-    FAMO,
-    RLW,
-    SI,
-    STL,
-    UW,
-    BiLB4MTL,
-    discrepancy_objective,
-    famo_logit_gradient,
-    famo_weights,
-)
+from bilevel_mtl.balancers import DWA, FAMO, RLW, SI, STL, UW, BiLB4MTL
+from bilevel_mtl.functional import discrepancy_objective, famo_logit_gradient, famo_weights
 
 
 def sgd(lr: float):  # type: ignore[no-untyped-def]

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import bilevel_mtl as bm
-from bilevel_mtl.context import RngSnapshot, StepContext
+from bilevel_mtl.context import StepContext
+from bilevel_mtl.estimators import SinglePoint
 
 M = 3
 
@@ -73,16 +74,16 @@ def test_losses_at_replays_dropout_masks_and_batch_statistics() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     closure = _closure(model, x, y)
     running = model[2].running_mean.clone()
-    rng = RngSnapshot([])
-    losses = closure()
-    context = StepContext(model, optimizer, closure, losses, rng)
+    rng = torch.get_rng_state()
+    context = StepContext.evaluate(model, optimizer, closure)
+    losses = context.losses
     state_after_forward = torch.get_rng_state()
     again = context.losses_at([p.detach() for p in model.parameters()])
     torch.testing.assert_close(again, losses.detach(), rtol=0, atol=0)
     assert torch.equal(torch.get_rng_state(), state_after_forward)
     # BatchNorm running stats were updated once, by the real forward only.
     model2 = _model(dropout=0.5, batchnorm=True)
-    torch.set_rng_state(rng.cpu)
+    torch.set_rng_state(rng)
     _closure(model2, x, y)()
     torch.testing.assert_close(model[2].running_mean, model2[2].running_mean, rtol=0, atol=0)
     assert not torch.equal(model[2].running_mean, running)
@@ -92,13 +93,13 @@ def test_faithful_criterion_value_is_measured_after_the_perturbed_step() -> None
     x, y = _data()
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    balancer = bm.Marigold(M, mode="faithful", estimator=bm.SinglePoint())  # the paper's estimator
+    balancer = bm.MarigoldFaithful(M, estimator=SinglePoint())  # the paper's estimator
     trainer = bm.BalancedOptimizer(model, optimizer, balancer)
     trainer.step(_closure(model, x, y))
     twin, twin_opt = copy.deepcopy((model, optimizer))
     rho_logits = balancer.criterion.rho.logits.detach().clone()
     lam = balancer.current_weights(_closure(model, x, y)().detach())
-    direction = bm.SinglePoint().sample(lam, copy.deepcopy(balancer.generator))[0]
+    direction = SinglePoint().sample(lam, copy.deepcopy(balancer.generator))[0]
     record = trainer.step(_closure(model, x, y))
 
     twin_opt.zero_grad()
@@ -119,8 +120,8 @@ def test_perturbed_mode_low_level_loop_matches_the_one_call_step() -> None:
     model_a, model_b = _model(), _model()
     opt_a = torch.optim.Adam(model_a.parameters(), lr=0.01)
     opt_b = torch.optim.Adam(model_b.parameters(), lr=0.01)
-    trainer = bm.BalancedOptimizer(model_a, opt_a, bm.Marigold(M, mode="perturbed", lr=0.01))
-    balancer = bm.Marigold(M, mode="perturbed", lr=0.01)
+    trainer = bm.BalancedOptimizer(model_a, opt_a, bm.Marigold(M, lr=0.01))
+    balancer = bm.Marigold(M, lr=0.01)
     for _ in range(5):
         record = trainer.step(_closure(model_a, x, y))
         opt_b.zero_grad()

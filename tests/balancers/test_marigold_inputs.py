@@ -22,13 +22,13 @@ X = torch.randn(4, 3)
 
 
 def test_perturbed_mode_works_with_any_optimizer() -> None:
-    model, _, trainer = _setup(torch.optim.NAdam, mode="perturbed")
+    model, _, trainer = _setup(torch.optim.NAdam)
     record = trainer.step(lambda: model(X).mean(0).abs() + 1.0)
     assert record.hypergradient is not None
 
 
 def test_adversary_is_updated_even_when_observe_runs_under_no_grad() -> None:
-    balancer = bm.Marigold(2, mode="perturbed", lr=0.1)
+    balancer = bm.Marigold(2, lr=0.1)
     before = balancer.criterion.rho.logits.detach().clone()
     balancer.weights(torch.tensor([1.0, 2.0]))
     with torch.no_grad():

@@ -12,13 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from bilevel_mtl import BalancedOptimizer, Balancer
-from bilevel_mtl.balancers import (
-    IMTLG,
-    MGDA,
-    CAGrad,
-    GradDrop,
-    NashMTL,
-    PCGrad,
+from bilevel_mtl.balancers import IMTLG, MGDA, CAGrad, GradDrop, NashMTL, PCGrad
+from bilevel_mtl.functional import (
     cagrad_weights,
     graddrop_direction,
     imtlg_weights,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from bilevel_mtl.balancers import graddrop_direction, imtlg_weights, mgda_weights, pcgrad_weights
+from bilevel_mtl.functional import graddrop_direction, imtlg_weights, mgda_weights, pcgrad_weights
 
 aggregation = pytest.importorskip("torchjd.aggregation")
 

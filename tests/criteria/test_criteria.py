@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bilevel_mtl import FunctionCriterion, MainTaskLoss, WorstCaseDecrement
+from bilevel_mtl.criteria import FunctionCriterion, MainTaskLoss, WorstCaseDecrement
 
 
 def _losses(m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from bilevel_mtl.context import RngSnapshot, StepContext
+from bilevel_mtl.context import StepContext
 from bilevel_mtl.criteria import Criterion, FunctionCriterion
 from bilevel_mtl.estimators import UpperObjective
 
@@ -16,16 +16,13 @@ Closure = Callable[[], Tensor]
 
 def step_context(model: nn.Module, optimizer: torch.optim.Optimizer, closure: Closure) -> StepContext:
     """What BalancedOptimizer.step builds before calling the balancer."""
-    optimizer.zero_grad(set_to_none=True)
-    rng = RngSnapshot([])
-    losses = closure()
-    return StepContext(model, optimizer, closure, losses, rng)
+    return StepContext.evaluate(model, optimizer, closure)
 
 
 def lookahead_objective(criterion: Criterion, context: StepContext) -> UpperObjective:
     """Φ(w) = R(f(θ), f(A(w, θ))), built from the public pieces exactly as documented for
     :meth:`UpperObjective.lookahead` (kept separate so the tests do not trust that helper)."""
-    lookahead = context.lookahead
+    lookahead = context.lookahead()
 
     def losses_after(w: Tensor) -> Tensor:
         return context.losses_at(lookahead.step(context.gradients(w)).params)

@@ -98,7 +98,7 @@ def test_matches_the_closed_form_hypergradient(criterion_name: str, solver: str,
     objective = problem.objective(criterion, problem.solution(LAM, ridge))
     options = {"max_iter": 200, "tol": 1e-13, **SOLVERS[solver]}
     estimator = Implicit(ridge=ridge, **options)  # type: ignore[arg-type]
-    got = estimator.estimate(objective, LAM, torch.Generator())
+    got = estimator.estimate(objective, LAM, torch.Generator()).gradient
     torch.testing.assert_close(got, problem.reference(criterion, LAM, ridge), rtol=1e-7, atol=1e-10)
     assert estimator.last_solve is not None
     assert len(objective.evaluations) == 1
@@ -113,11 +113,11 @@ def test_normal_cg_is_exact_at_a_saddle_point() -> None:
     criterion = MainTaskLoss(M, main=0).double()
     objective = problem.objective(criterion, problem.solution(LAM, 0.0))
     normal = Implicit("normal_cg", max_iter=400, tol=1e-14)
-    got = normal.estimate(objective, LAM, torch.Generator())
+    got = normal.estimate(objective, LAM, torch.Generator()).gradient
     torch.testing.assert_close(got, problem.reference(criterion, LAM, 0.0), rtol=1e-6, atol=1e-9)
     assert normal.last_solve is not None and not normal.last_solve.breakdown
     plain = Implicit("cg", max_iter=400, tol=1e-14)
-    plain.estimate(objective, LAM, torch.Generator())
+    plain.estimate(objective, LAM, torch.Generator()).gradient
     assert plain.last_solve is not None and plain.last_solve.breakdown  # CG is not for saddles
 
 
@@ -132,7 +132,7 @@ def test_error_away_from_the_optimum_grows_linearly() -> None:
 
     def error(t: float) -> float:
         objective = problem.objective(criterion, optimum + t * delta)
-        got = Implicit("cg", ridge=0.1, max_iter=100, tol=1e-13).estimate(objective, LAM, torch.Generator())
+        got = Implicit("cg", ridge=0.1, max_iter=100, tol=1e-13).estimate(objective, LAM, torch.Generator()).gradient
         return float((got - reference).norm())
 
     small, double = error(1e-4), error(2e-4)
@@ -144,7 +144,7 @@ def test_truncated_solves_stop_at_max_iter() -> None:
     problem = Quadratic(seed=4)
     objective = problem.objective(MainTaskLoss(M).double(), problem.solution(LAM, 0.0))
     estimator = Implicit("cg", max_iter=2, tol=0.0)
-    grad = estimator.estimate(objective, LAM, torch.Generator())
+    grad = estimator.estimate(objective, LAM, torch.Generator()).gradient
     assert bool(torch.isfinite(grad).all())
     assert estimator.last_solve is not None and estimator.last_solve.iterations == 2
     assert estimator.last_solve.relative_residual > 1e-6  # D = 6 > 2 iterations: not converged
@@ -162,4 +162,4 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="StepContext"):
         Implicit().estimate(
             UpperObjective(MainTaskLoss(2), torch.ones(2), lambda w: w), torch.ones(2) / 2, torch.Generator()
-        )
+        ).gradient

@@ -1,4 +1,4 @@
-"""Every estimator with every criterion inside Marigold(mode="faithful") and BalancedOptimizer.step."""
+"""Every estimator with every criterion inside MarigoldFaithful() and BalancedOptimizer.step."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from _estimator_helpers import mlp_problem
 
-from bilevel_mtl import BalancedOptimizer, Marigold
+from bilevel_mtl import BalancedOptimizer, Marigold, MarigoldFaithful
 from bilevel_mtl.criteria import Criterion, FunctionCriterion, MainTaskLoss, WorstCaseDecrement
 from bilevel_mtl.estimators import (
     Estimator,
@@ -46,9 +46,8 @@ CRITERIA: dict[str, Callable[[], Criterion]] = {
 @pytest.mark.parametrize("estimator_name", list(ESTIMATORS))
 def test_marigold_trains_with_every_estimator_and_criterion(estimator_name: str, criterion_name: str) -> None:
     model, opt, closure = mlp_problem(M, dropout=0.1, seed=0, dtype=torch.float32, warm_steps=1)
-    balancer = Marigold(
+    balancer = MarigoldFaithful(
         M,
-        mode="faithful",
         estimator=ESTIMATORS[estimator_name](),
         criterion=CRITERIA[criterion_name](),
         lr=0.05,
@@ -72,7 +71,7 @@ def test_exact_and_unrolled_give_marigold_the_same_first_hypergradient() -> None
     records = []
     for estimator in (Exact(), Unrolled(1)):
         model, opt, closure = mlp_problem(M, seed=1, dtype=torch.float64)
-        balancer = Marigold(M, mode="faithful", estimator=estimator).double()
+        balancer = MarigoldFaithful(M, estimator=estimator).double()
         records.append(BalancedOptimizer(model, opt, balancer).step(closure))
     torch.testing.assert_close(records[0].hypergradient, records[1].hypergradient)
     assert records[0].criterion_value == pytest.approx(records[1].criterion_value, rel=1e-12)
@@ -80,9 +79,7 @@ def test_exact_and_unrolled_give_marigold_the_same_first_hypergradient() -> None
 
 def test_perturbed_mode_perturbs_in_the_logits() -> None:
     model, opt, closure = mlp_problem(M, seed=2, dtype=torch.float32)
-    balancer = Marigold(
-        M, mode="perturbed", estimator=SinglePoint(radius=0.1, directions="tangent", space="logits")
-    )
+    balancer = Marigold(M, estimator=SinglePoint(radius=0.1, directions="tangent", space="logits"))
     step = BalancedOptimizer(model, opt, balancer)
     for _ in range(3):
         record = step.step(closure)
@@ -92,9 +89,8 @@ def test_perturbed_mode_perturbs_in_the_logits() -> None:
 
 def test_log_weights_perturbation_for_positive_weights() -> None:
     model, opt, closure = mlp_problem(M, seed=3, dtype=torch.float32)
-    balancer = Marigold(
+    balancer = MarigoldFaithful(
         M,
-        mode="faithful",
         parametrization=PositiveWeights(M, trainable=[False, True, True]),
         criterion=MainTaskLoss(M, main=0),
         estimator=TwoPoint(space="log-weights"),
@@ -109,9 +105,8 @@ def test_log_weights_perturbation_for_positive_weights() -> None:
 )
 def test_simplex_only_estimates_are_refused_for_positive_weights(estimator: Estimator) -> None:
     with pytest.raises(ValueError, match="not on the simplex"):
-        Marigold(
+        MarigoldFaithful(
             M,
-            mode="faithful",
             parametrization=PositiveWeights(M),
             criterion=MainTaskLoss(M),
             estimator=estimator,
@@ -120,7 +115,7 @@ def test_simplex_only_estimates_are_refused_for_positive_weights(estimator: Esti
 
 def test_perturbed_mode_still_needs_one_single_point_direction() -> None:
     with pytest.raises(ValueError, match="perturbed"):
-        Marigold(M, mode="perturbed", estimator=TwoPoint())
+        Marigold(M, estimator=TwoPoint())
 
 
 def test_default_estimator_is_the_papers_in_both_modes() -> None:
@@ -129,7 +124,5 @@ def test_default_estimator_is_the_papers_in_both_modes() -> None:
         estimator = Marigold(M, mode=mode, radius=0.01).estimator
         assert type(estimator) is SinglePoint and estimator.directions == "sphere"
         assert estimator.radius == 0.01 and estimator.num_directions == 1
-    positive = Marigold(
-        M, mode="faithful", parametrization=PositiveWeights(M), criterion=MainTaskLoss(M)
-    ).estimator
+    positive = MarigoldFaithful(M, parametrization=PositiveWeights(M), criterion=MainTaskLoss(M)).estimator
     assert type(positive) is SinglePoint and positive.directions == "sphere"

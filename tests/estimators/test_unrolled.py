@@ -33,7 +33,7 @@ def objective_for(optimizer: str, seed: int = 0, dropout: float = 0.0) -> UpperO
 def test_unrolled_equals_central_finite_differences(optimizer: str, steps: int) -> None:
     objective = objective_for(optimizer, dropout=0.3)
     estimator = Unrolled(steps=steps)
-    grad = estimator.estimate(objective, LAM, torch.Generator())
+    grad = estimator.estimate(objective, LAM, torch.Generator()).gradient
     h = 1e-6
     fd = torch.stack(
         [
@@ -60,7 +60,7 @@ def test_one_sgd_step_closed_form(estimator: Unrolled | Exact) -> None:
     model, opt, closure = mlp_problem(3, optimizer="sgd", lr=eta, seed=2)
     context = step_context(model, opt, closure)
     objective = lookahead_objective(MainTaskLoss(3, main=0).double(), context)
-    got = estimator.estimate(objective, LAM, torch.Generator())
+    got = estimator.estimate(objective, LAM, torch.Generator()).gradient
 
     x, y = mlp_data(3, seed=2)
     params = list(model.parameters())
@@ -85,7 +85,7 @@ def test_one_fresh_adam_step_is_sign_like_so_its_hypergradient_is_nearly_zero() 
     x, y = mlp_data(3, seed=0)
     context = step_context(model, opt, closure)
     objective = lookahead_objective(MainTaskLoss(3, main=0).double(), context)
-    got = Unrolled(1, eps_root=eps_root).estimate(objective, LAM, torch.Generator())
+    got = Unrolled(1, eps_root=eps_root).estimate(objective, LAM, torch.Generator()).gradient
 
     params = list(model.parameters())
     per_task = [
@@ -114,7 +114,7 @@ def test_one_fresh_adam_step_is_sign_like_so_its_hypergradient_is_nearly_zero() 
         lookahead_objective(MainTaskLoss(3, main=0).double(), step_context(sgd_model, sgd_opt, sgd_closure)),
         LAM,
         torch.Generator(),
-    )
+    ).gradient
     assert float(got.norm()) < 1e-2 * float(sgd.norm())  # ≈ 0: ε/g² ≪ 1 against SGD's unit slope
     phi = float(objective(LAM))
     for c in (0.5, 3.0):
@@ -148,9 +148,9 @@ def test_finite_when_some_coordinates_have_zero_gradient() -> None:
     )
     assert float(opt.state[model[0].weight]["exp_avg_sq"][:, 0].abs().max()) == 0.0
     for estimator in (Unrolled(1), Unrolled(2), Exact()):
-        grad = estimator.estimate(objective, LAM, torch.Generator())
+        grad = estimator.estimate(objective, LAM, torch.Generator()).gradient
         assert bool(torch.isfinite(grad).all()) and float(grad.norm()) > 0
-    assert bool(torch.isnan(Unrolled(1, eps_root=0.0).estimate(objective, LAM, torch.Generator())).any())
+    assert bool(torch.isnan(Unrolled(1, eps_root=0.0).estimate(objective, LAM, torch.Generator()).gradient).any())
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd_momentum", "rmsprop"])
@@ -166,8 +166,8 @@ def test_exact_jacobian_matches_finite_differences_and_unrolled(optimizer: str) 
     torch.testing.assert_close(jac, torch.stack(columns, dim=1).detach(), rtol=1e-5, atol=1e-10)
     torch.testing.assert_close(after, objective.losses_after(LAM).detach(), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(
-        exact.estimate(objective, LAM, torch.Generator()),
-        Unrolled(1).estimate(objective, LAM, torch.Generator()),
+        exact.estimate(objective, LAM, torch.Generator()).gradient,
+        Unrolled(1).estimate(objective, LAM, torch.Generator()).gradient,
     )
 
 
@@ -182,8 +182,8 @@ def test_exact_jacobian_matches_finite_differences_and_unrolled(optimizer: str) 
 def test_exact_and_unrolled_agree_for_every_criterion(criterion: torch.nn.Module) -> None:
     model, opt, closure = mlp_problem(3, seed=6)
     objective = lookahead_objective(criterion.double(), step_context(model, opt, closure))  # type: ignore[arg-type]
-    exact = Exact().estimate(objective, LAM, torch.Generator())
-    torch.testing.assert_close(Unrolled(1).estimate(objective, LAM, torch.Generator()), exact)
+    exact = Exact().estimate(objective, LAM, torch.Generator()).gradient
+    torch.testing.assert_close(Unrolled(1).estimate(objective, LAM, torch.Generator()).gradient, exact)
     assert len(objective.evaluations) == 2  # each recorded the criterion at its look-ahead
 
 
@@ -191,7 +191,7 @@ def test_estimators_through_the_step_need_the_context() -> None:
     objective = UpperObjective(MainTaskLoss(2), torch.ones(2), lambda w: w, None)
     for estimator in (Unrolled(), Exact()):
         with pytest.raises(ValueError, match="StepContext"):
-            estimator.estimate(objective, torch.full((2,), 0.5), torch.Generator())
+            estimator.estimate(objective, torch.full((2,), 0.5), torch.Generator()).gradient
     with pytest.raises(ValueError, match="steps"):
         Unrolled(steps=0)
     with pytest.raises(ValueError, match="eps_root"):

@@ -7,7 +7,7 @@ import torch
 from _estimator_helpers import QuadraticObjective, lookahead_objective, mlp_problem, step_context
 from torch import Tensor
 
-from bilevel_mtl.context import RngSnapshot, StepContext
+from bilevel_mtl.context import StepContext
 from bilevel_mtl.criteria import WorstCaseDecrement
 from bilevel_mtl.estimators import (
     Exact,
@@ -52,7 +52,7 @@ def test_estimate_is_the_mean_of_the_per_direction_samples(cls: type[SinglePoint
     objective = QuadraticObjective(root + root.T, torch.randn(4, generator=gen, dtype=torch.float64), 1.0)
     lam = torch.softmax(torch.randn(4, generator=gen, dtype=torch.float64), dim=0)
     estimator = cls(radius=0.1, directions="tangent", num_directions=5)
-    estimate = estimator.estimate(objective, lam, torch.Generator().manual_seed(7))
+    estimate = estimator.estimate(objective, lam, torch.Generator().manual_seed(7)).gradient
     u = estimator.sample(lam, torch.Generator().manual_seed(7))
     samples = estimator.samples(u, objective.evaluate(estimator.points(lam, u)), lam)
     torch.testing.assert_close(estimate, samples.mean(dim=0))
@@ -100,19 +100,19 @@ def test_common_random_numbers_under_dropout() -> None:
     criterion = WorstCaseDecrement(3)
     objective = lookahead_objective(criterion, context)
     lam = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
-    exact = Exact().estimate(objective, lam, torch.Generator())
+    exact = Exact().estimate(objective, lam, torch.Generator()).gradient
     estimator = TwoPoint(radius=1e-5)
     u = estimator.sample(lam, torch.Generator().manual_seed(0))
     got = estimator.combine(u, objective.evaluate(estimator.points(lam, u)))
     torch.testing.assert_close(got, 3 * (exact @ u[0]) * u[0], rtol=1e-4, atol=1e-9)
 
     # Negative control: the same evaluation with fresh masks at every call is off by orders of magnitude.
-    lookahead = context.lookahead
+    lookahead = context.lookahead()
 
     def fresh_masks(w: Tensor) -> Tensor:
         params = lookahead.step(context.gradients(w)).params
         torch.rand(1)  # move the random stream on: the next forward draws other masks
-        return StepContext(model, opt, closure, context.losses, RngSnapshot([])).losses_at(params)
+        return StepContext.evaluate(model, opt, closure).losses_at(params)
 
     noisy = UpperObjective(criterion, context.losses, fresh_masks, context)
     bad = estimator.combine(u, noisy.evaluate(estimator.points(lam, u)))

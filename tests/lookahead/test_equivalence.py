@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from bilevel_mtl import LookAhead
+from bilevel_mtl.lookahead import LookAhead
 
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bilevel_mtl import PositiveWeights, ScaledSoftmax, Softmax
+from bilevel_mtl.parametrizations import PositiveWeights, ScaledSoftmax, Softmax
 
 
 @given(m=st.integers(1, 10), seed=st.integers(0, 1000), beta=st.floats(0.01, 3.0))

@@ -18,6 +18,11 @@ import torch
 from torch import nn
 
 import bilevel_mtl as bm
+from bilevel_mtl.balancers import LS
+from bilevel_mtl.criteria import FunctionCriterion, MainTaskLoss
+from bilevel_mtl.estimators import SinglePoint
+from bilevel_mtl.lookahead import LookAhead
+from bilevel_mtl.parametrizations import PositiveWeights, Softmax
 from bilevel_mtl.registry import build_balancer
 
 M = 2
@@ -45,7 +50,7 @@ def make_setup(optimizer_cls: type[torch.optim.Optimizer] = torch.optim.Adam) ->
     torch.manual_seed(0)
     model = nn.Linear(3, M)
     optimizer = optimizer_cls(model.parameters(), lr=0.1)
-    setup = Setup(model, optimizer, bm.BalancedOptimizer(model, optimizer, bm.Marigold(M, mode="faithful")))
+    setup = Setup(model, optimizer, bm.BalancedOptimizer(model, optimizer, bm.MarigoldFaithful(M)))
     if optimizer_cls in (torch.optim.Adam, torch.optim.SGD):
         setup.step(setup.losses)
     return setup
@@ -77,7 +82,7 @@ def _accumulate(s: Setup) -> object:
 
 def _frozen(s: Setup) -> object:
     frozen = nn.Linear(3, M).requires_grad_(False)
-    return bm.BalancedOptimizer(frozen, torch.optim.SGD(frozen.parameters(), lr=0.1), bm.LS(M))
+    return bm.BalancedOptimizer(frozen, torch.optim.SGD(frozen.parameters(), lr=0.1), LS(M))
 
 
 def _foreign(s: Setup) -> object:
@@ -136,9 +141,9 @@ ROWS: list[Row] = [
         "must be >= 0", lambda s: s.step(lambda: s.losses() * 0 - torch.tensor([1.0, 2.0])), _STEP),
     # weights and hyper-parameters
     Row("nan-weights", "NaN initial task weights (`PositiveWeights`)", ValueError,
-        "initial weights must be finite and > 0", lambda s: bm.PositiveWeights(M, init=float("nan"))),
+        "initial weights must be finite and > 0", lambda s: PositiveWeights(M, init=float("nan"))),
     Row("negative-weights", "negative initial task weights (`PositiveWeights`)", ValueError,
-        "initial weights must be finite and > 0", lambda s: bm.PositiveWeights(M, init=[1.0, -0.5])),
+        "initial weights must be finite and > 0", lambda s: PositiveWeights(M, init=[1.0, -0.5])),
     Row("radius-zero", "r = 0", ValueError, "radius", lambda s: bm.Marigold(M, radius=0.0)),
     Row("radius-negative", "r < 0", ValueError, "radius", lambda s: bm.Marigold(M, radius=-1e-3)),
     Row("beta-zero", "β = 0", ValueError, "beta", lambda s: bm.Marigold(M, beta=0.0)),
@@ -146,45 +151,45 @@ ROWS: list[Row] = [
     Row("upper-lr-infinite", "upper learning rate = inf", ValueError, "lr",
         lambda s: bm.Marigold(M, lr=float("inf"))),
     Row("one-task", "MARIGOLD with 1 task", ValueError, "at least 2 tasks", lambda s: bm.Marigold(1)),
-    Row("zero-tasks", "0 tasks", ValueError, "num_tasks", lambda s: bm.LS(0)),
+    Row("zero-tasks", "0 tasks", ValueError, "num_tasks", lambda s: LS(0)),
     Row("float-tasks", "`num_tasks=2.0`", ValueError, "num_tasks", lambda s: bm.Marigold(2.0)),
     Row("unknown-mode", "`mode='fast'`", ValueError, "unknown mode", lambda s: bm.Marigold(M, mode="fast")),
     Row("parametrization-size", "a parametrization for another number of tasks", ValueError,
-        "for 2 tasks", lambda s: bm.Marigold(3, parametrization=bm.Softmax(2))),
+        "for 2 tasks", lambda s: bm.Marigold(3, parametrization=Softmax(2))),
     Row("perturbed-multi-direction", "`mode='perturbed'` with 2 directions per step", ValueError,
-        "num_directions=1", lambda s: bm.Marigold(M, estimator=bm.SinglePoint(num_directions=2))),
+        "num_directions=1", lambda s: bm.Marigold(M, estimator=SinglePoint(num_directions=2))),
     Row("nothing-trainable", "no trainable upper variable (frozen weights, no adversary)", ValueError,
         "neither",
         lambda s: bm.Marigold(
-            M, criterion=bm.MainTaskLoss(M), parametrization=bm.PositiveWeights(M, trainable=[False, False])
+            M, criterion=MainTaskLoss(M), parametrization=PositiveWeights(M, trainable=[False, False])
         )),
     Row("unknown-directions", "`SinglePoint(directions='cube')`", ValueError, "unknown directions",
-        lambda s: bm.SinglePoint(directions="cube")),
+        lambda s: SinglePoint(directions="cube")),
     Row("zero-directions", "`SinglePoint(num_directions=0)`", ValueError, "num_directions",
-        lambda s: bm.SinglePoint(num_directions=0)),
+        lambda s: SinglePoint(num_directions=0)),
     Row("stl-task", "`STL` for a task index out of range", ValueError, r"task must be an integer in \[0, 1\]",
         lambda s: build_balancer("stl", M, task=2)),
     Row("unknown-balancer", "an unknown balancer name", ValueError, "unknown balancer 'gradnorm'",
         lambda s: build_balancer("gradnorm", M)),
     Row("criterion-not-callable", "`FunctionCriterion` of a non-callable", TypeError, "needs a callable",
-        lambda s: bm.FunctionCriterion(3.0)),
+        lambda s: FunctionCriterion(3.0)),
     Row("eps-root-negative", "`LookAhead(eps_root < 0)`", ValueError, "eps_root must be >= 0",
-        lambda s: bm.LookAhead(s.optimizer, eps_root=-1.0)),
+        lambda s: LookAhead(s.optimizer, eps_root=-1.0)),
     # the objects handed to the one-call step
     Row("model-not-module", "a model that is not an `nn.Module`", TypeError, r"torch\.nn\.Module",
-        lambda s: bm.BalancedOptimizer(object(), s.optimizer, bm.LS(M))),
+        lambda s: bm.BalancedOptimizer(object(), s.optimizer, LS(M))),
     Row("optimizer-not-optimizer", "an optimizer that is not a `torch.optim.Optimizer`", TypeError,
-        r"torch\.optim\.Optimizer", lambda s: bm.BalancedOptimizer(s.model, object(), bm.LS(M))),
+        r"torch\.optim\.Optimizer", lambda s: bm.BalancedOptimizer(s.model, object(), LS(M))),
     Row("balancer-not-balancer", "a balancer that is not a `Balancer`", TypeError, "Balancer",
         lambda s: bm.BalancedOptimizer(s.model, s.optimizer, object())),
     Row("scaler-not-gradscaler", "`scaler=` that is not a `torch.amp.GradScaler`", TypeError,
         r"torch\.amp\.GradScaler",
-        lambda s: bm.BalancedOptimizer(s.model, s.optimizer, bm.LS(M), scaler=2.0)),
+        lambda s: bm.BalancedOptimizer(s.model, s.optimizer, LS(M), scaler=2.0)),
     Row("unknown-policy", "`on_nonfinite='ignore'`", ValueError, "unknown on_nonfinite",
-        lambda s: bm.BalancedOptimizer(s.model, s.optimizer, bm.LS(M), on_nonfinite="ignore")),
+        lambda s: bm.BalancedOptimizer(s.model, s.optimizer, LS(M), on_nonfinite="ignore")),
     Row("process-group-without-distributed", "`process_group=` without `torch.distributed` initialized",
         ValueError, "not initialized",
-        lambda s: bm.BalancedOptimizer(s.model, s.optimizer, bm.LS(M), process_group=object())),
+        lambda s: bm.BalancedOptimizer(s.model, s.optimizer, LS(M), process_group=object())),
     Row("frozen-parameters", "every parameter frozen", ValueError, "no trainable parameters", _frozen),
     Row("empty-parameters", "an empty parameter list (torch's own check)", ValueError,
         "empty parameter list", lambda s: torch.optim.Adam([], lr=0.1)),
@@ -196,8 +201,8 @@ ROWS: list[Row] = [
     Row("gradient-accumulation", "a gradient left in `.grad` by a backward outside `step()`", ValueError,
         "gradient accumulation is not supported", _accumulate, _STEP),
     # the low-level path
-    Row("faithful-low-level", "`Marigold(mode='faithful').weights()` in a loop you own", RuntimeError,
-        "BalancedOptimizer", lambda s: bm.Marigold(M, mode="faithful").weights(torch.ones(M))),
+    Row("faithful-low-level", "`MarigoldFaithful().weights()` in a loop you own", RuntimeError,
+        "BalancedOptimizer", lambda s: bm.MarigoldFaithful(M).weights(torch.ones(M))),
     Row("observe-first", "`observe()` before `weights()` (perturbed mode)", RuntimeError,
         "must follow weights", lambda s: bm.Marigold(M).observe(torch.ones(M))),
     Row("gradient-balancer-low-level", "a gradient balancer's `weights()` in a loop you own", RuntimeError,

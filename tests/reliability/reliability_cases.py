@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 import bilevel_mtl as bm
+from bilevel_mtl.balancers import LS
 
 M = 3
 DIM = 5
@@ -27,7 +28,7 @@ except ImportError:  # before the balancers branch: LS and MARIGOLD only
     BALANCERS = {"ls": None, "marigold": None}
 
     def build_balancer(name: str, num_tasks: int, **kwargs: Any) -> bm.Balancer:
-        return bm.LS(num_tasks) if name == "ls" else bm.Marigold(num_tasks, **kwargs)
+        return LS(num_tasks) if name == "ls" else bm.Marigold(num_tasks, **kwargs)
 
 
 class Net(nn.Module):

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import bilevel_mtl as bm
+from bilevel_mtl.balancers import MGDA
 
 UNSYNCED_CONTROLS = ["marigold", "marigold_faithful"]
 """Cases also run with ``process_group=None`` (no agreement between ranks): they must diverge."""
@@ -53,7 +54,7 @@ def _batchnorm_buffers(rank: int, world: int, steps: int) -> list[dict[str, torc
     model, twin = DistributedDataParallel(network()), DistributedDataParallel(network())
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     twin_optimizer = torch.optim.Adam(twin.parameters(), lr=0.02)
-    trainer = bm.BalancedOptimizer(model, optimizer, bm.Marigold(3, mode="faithful", lr=0.05))
+    trainer = bm.BalancedOptimizer(model, optimizer, bm.MarigoldFaithful(3, lr=0.05))
     out = []
     for step in range(steps):
         x, y = shard(global_batch(step), rank, world)
@@ -76,7 +77,7 @@ def _uneven_representation(rank: int) -> str:
     torch.manual_seed(0)
     net = Net().double()
     model = DistributedDataParallel(net)
-    balancer = bm.MGDA(3, shared=net.trunk, representation=True)
+    balancer = MGDA(3, shared=net.trunk, representation=True)
     trainer = bm.BalancedOptimizer(model, torch.optim.Adam(model.parameters()), balancer)
     x, y = global_batch(0)
     size = 4 + 2 * rank

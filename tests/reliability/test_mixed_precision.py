@@ -10,6 +10,8 @@ from reliability_cases import CASE_NAMES, identical, max_abs_difference, train
 from torch import nn
 
 import bilevel_mtl as bm
+from bilevel_mtl.balancers import LS
+from bilevel_mtl.estimators import SinglePoint, UpperObjective
 
 STEPS = 4
 
@@ -60,7 +62,7 @@ def test_bf16_losses_keep_marigolds_perturbation(mode: str) -> None:
     assert abs(float((perturbed - 0.5).norm()) - 1e-3) < 1e-6
 
 
-class _RecordingSinglePoint(bm.SinglePoint):
+class _RecordingSinglePoint(SinglePoint):
     """The paper's estimator, recording the perturbed weights its look-aheads evaluate."""
 
     def __init__(self) -> None:
@@ -68,7 +70,7 @@ class _RecordingSinglePoint(bm.SinglePoint):
         self.seen: list[torch.Tensor] = []
 
     def estimate(
-        self, objective: bm.UpperObjective, weights: torch.Tensor, generator: torch.Generator
+        self, objective: UpperObjective, weights: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
         inner = objective.losses_after
 
@@ -77,7 +79,7 @@ class _RecordingSinglePoint(bm.SinglePoint):
             return inner(w)
 
         objective.losses_after = losses_after
-        return super().estimate(objective, weights, generator)
+        return super().estimate(objective, weights, generator).gradient
 
 
 def _overflow_setup(mode: str) -> tuple[nn.Module, torch.optim.Optimizer, bm.BalancedOptimizer]:
@@ -85,7 +87,7 @@ def _overflow_setup(mode: str) -> tuple[nn.Module, torch.optim.Optimizer, bm.Bal
     model = nn.Linear(4, 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # gradients ~1e3: overflow
-    balancer: bm.Balancer = bm.LS(2) if mode == "ls" else bm.Marigold(2, mode=mode, lr=0.05)
+    balancer: bm.Balancer = LS(2) if mode == "ls" else bm.Marigold(2, mode=mode, lr=0.05)
     return model, optimizer, bm.BalancedOptimizer(model, optimizer, balancer, scaler=scaler)
 
 
@@ -126,7 +128,7 @@ def test_cuda_autocast_with_a_scaler(dtype: torch.dtype, mode: str) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2)).cuda()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    balancer: bm.Balancer = bm.LS(2) if mode == "ls" else bm.Marigold(2, mode=mode)
+    balancer: bm.Balancer = LS(2) if mode == "ls" else bm.Marigold(2, mode=mode)
     trainer = bm.BalancedOptimizer(model, optimizer, balancer, scaler=torch.amp.GradScaler("cuda"))
     x = torch.randn(32, 4, device="cuda")
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import bilevel_mtl as bm
+from bilevel_mtl.criteria import Criterion
 
 X = torch.randn(16, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 Y = torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -23,7 +24,7 @@ def _losses(model: nn.Module) -> torch.Tensor:
     return ((model(X) - Y) ** 2).mean(0)
 
 
-class _Recorder(bm.Criterion):
+class _Recorder(Criterion):
     """The worst-case decrement with ρ fixed at uniform, recording the losses after the look-ahead."""
 
     def __init__(self) -> None:
@@ -48,7 +49,7 @@ def test_the_look_ahead_uses_the_scheduled_learning_rate(
     optimizer = optimizer_cls(model.parameters(), **options)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.1)
     criterion = _Recorder()
-    balancer = bm.Marigold(2, mode="faithful", criterion=criterion, lr=0.05, radius=0.1)
+    balancer = bm.MarigoldFaithful(2, criterion=criterion, lr=0.05, radius=0.1)
     trainer = bm.BalancedOptimizer(model, optimizer, balancer)
     for _ in range(2):
         trainer.step(lambda: _losses(model))

@@ -85,10 +85,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def step_context(problem: Problem) -> StepContext:
     """The context :meth:`BalancedOptimizer.step` gives a balancer: zero_grad, forward, keep the graph."""
-    problem.optimizer.zero_grad(set_to_none=True)
-    rng = RngSnapshot([])
-    losses = problem.closure()
-    return StepContext(problem.model, problem.optimizer, problem.closure, losses, rng)
+    return StepContext.evaluate(problem.model, problem.optimizer, problem.closure)
 
 
 def _tangent(vector: Tensor) -> Tensor:
@@ -135,7 +132,7 @@ def measure(
     lam = torch.softmax(0.5 * torch.randn(m, generator=gen), dim=0)
 
     context = step_context(problem)
-    exact = Exact().estimate(UpperObjective.lookahead(criterion, context), lam, gen)
+    exact = Exact().estimate(UpperObjective.lookahead(criterion, context), lam, gen).gradient
 
     def ls_step() -> None:
         baseline.step(twin.closure)
@@ -149,13 +146,13 @@ def measure(
         draws = torch.Generator().manual_seed(seed + 1)
         repeat = samples if isinstance(estimator, ZerothOrder) else 1
         estimates = [
-            estimator.estimate(UpperObjective.lookahead(criterion, context), lam, draws)
+            estimator.estimate(UpperObjective.lookahead(criterion, context), lam, draws).gradient
             for _ in range(repeat)
         ]
 
         def prepare(estimator: Estimator = estimator, draws: torch.Generator = draws) -> Callable[[], object]:
             objective = UpperObjective.lookahead(criterion, step_context(problem))
-            return lambda: estimator.estimate(objective, lam, draws)
+            return lambda: estimator.estimate(objective, lam, draws).gradient
 
         ratio = interleaved_ratio(ls_step, prepare, device, repeats=repeats)
         prepares.append(prepare)
