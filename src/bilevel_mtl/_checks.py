@@ -114,6 +114,29 @@ def check_positive(name: str, value: float) -> float:
     return number
 
 
+def check_nonnegative(name: str, value: float) -> float:
+    """Return ``float(value)`` if it is a finite number >= 0, else raise ``ValueError``."""
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def check_finite(name: str, value: float) -> float:
+    """Return ``float(value)`` if it is finite, else raise ``ValueError``."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def check_integer(name: str, value: int, minimum: int = 1, what: str = "") -> int:
+    """Return ``value`` if it is an integer (not a bool) >= ``minimum``, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{what}, got {value!r}")
+    return value
+
+
 def check_num_tasks(num_tasks: int) -> int:
     """Return ``num_tasks`` if it is an integer >= 1, else raise ``ValueError``."""
     if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:

@@ -139,6 +139,8 @@ class BalancedOptimizer:
             )
         # Re-evaluating balancers replay the step's random state; others need no snapshot.
         self._reevaluates = bool({"lookahead", "losses_after"} & balancer.needs)
+        # Balancers that read gradients decide with host reads anyway: bad losses are refused first.
+        self._reads_device = bool({"gradients", "lookahead"} & balancer.needs)
 
     def _names(self) -> list[str]:
         names = {id(p): name for name, p in self.model.named_parameters(remove_duplicate=False)}
@@ -171,7 +173,7 @@ class BalancedOptimizer:
         if self.parallel.group is not None:
             (values,) = all_reduce_mean([values], self.parallel.group)
         losses_finite = torch.isfinite(values).all()
-        if self.balancer.needs and not bool(losses_finite):  # deciding reads the device anyway
+        if self._reads_device and not bool(losses_finite):  # deciding reads the device anyway
             return self._stop(self._loss_error(values), start, values)
         scale = Scale(self.scaler, graph)
         lower = StepContext(

@@ -9,7 +9,6 @@ from torch import Tensor, nn
 
 from bilevel_mtl import BalancedOptimizer
 from bilevel_mtl.balancers import (
-    LS,
     MGDA,
     CAGrad,
     Combination,
@@ -182,7 +181,31 @@ def test_deciding_writes_no_gradient_and_heads_get_the_weighted_gradient() -> No
     decision = MGDA(M, shared=model.encoder).decide(context)
     assert all(p.grad is None for p in model.parameters())
     assert decision.gradients is not None
-    reference = torch.autograd.grad(decision.weights.to(context.graph) @ context.graph, list(model.parameters()))
+    reference = torch.autograd.grad(
+        decision.weights.to(context.graph) @ context.graph, list(model.parameters())
+    )
     for param, got, want in zip(model.parameters(), decision.gradients, reference, strict=True):
         assert got is not None
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14, msg=f"shape {tuple(param.shape)}")
+
+
+def test_a_rules_new_state_is_applied_at_commit_only() -> None:
+    """MoCo's tracked gradients, λ and step count come back in ``Decision.pending`` and change the
+    balancer when the step commits (a decision that is never committed leaves no trace)."""
+    from bilevel_mtl.context import StepContext
+
+    model = MultiTaskNet(M)
+    closure = make_closure(model, task_data(M))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    balancer = MoCo(M)
+    decision = balancer.decide(StepContext.evaluate(model, optimizer, closure))
+    assert set(decision.pending) == {"tracked", "lam", "step_count"}
+    assert balancer.tracked is None and int(balancer.step_count) == 0
+    torch.testing.assert_close(balancer.lam, torch.full((M,), 1 / M))
+    balancer.decide(StepContext.evaluate(model, optimizer, closure))  # discarded: never committed
+    balancer.commit(decision)
+    assert balancer.tracked is not None
+    torch.testing.assert_close(balancer.tracked, decision.pending["tracked"], rtol=0, atol=0)
+    torch.testing.assert_close(balancer.lam, decision.pending["lam"], rtol=0, atol=0)
+    assert int(balancer.step_count) == 1
+    assert decision.gradients is not None and decision.weights.shape == (M,)

@@ -37,21 +37,31 @@ def test_si_is_the_gradient_of_the_mean_log_loss() -> None:
         SI(3).weights(torch.tensor([1.0, 0.0, 2.0]))
 
 
+def weights_and_update(balancer, losses: Tensor, losses_after: Tensor | None = None) -> Tensor:  # type: ignore[no-untyped-def]
+    """One step of a loop you own: the weights, then the balancer's update after the model's step."""
+    weights = balancer.weights(losses)
+    torch.testing.assert_close(balancer.weights(losses), weights, rtol=0, atol=0)  # pure
+    balancer.update(losses, losses_after)
+    return weights
+
+
 def test_rlw_draws_softmax_gaussians_with_mean_one_over_m() -> None:
     balancer = RLW(4, seed=0)
-    draws = torch.stack([balancer.weights(torch.ones(4)) for _ in range(3000)])
+    draws = torch.stack([weights_and_update(balancer, torch.ones(4)) for _ in range(3000)])
     assert float(draws.min()) > 0
     torch.testing.assert_close(draws.sum(1), torch.ones(3000))
     torch.testing.assert_close(draws.mean(0), torch.full((4,), 0.25), atol=0.01, rtol=0)
     generator = torch.Generator().manual_seed(0)
     first = torch.softmax(torch.randn(4, generator=generator, dtype=torch.float64), 0).float()
     torch.testing.assert_close(RLW(4, seed=0).weights(torch.ones(4)), first)
+    # A fresh draw each step: the weights change at update(), not at weights().
+    assert not torch.equal(draws[0], draws[1])
 
 
 def test_dwa_uses_ratios_of_period_means() -> None:
     balancer = DWA(2, temperature=2.0, window=2)
     stream = [[4.0, 1.0], [2.0, 1.0], [1.0, 1.0], [1.0, 3.0], [5.0, 5.0]]
-    weights = [balancer.weights(torch.tensor(v)) for v in stream]
+    weights = [weights_and_update(balancer, torch.tensor(v)) for v in stream]
     for w in weights[:4]:  # two complete periods are needed
         torch.testing.assert_close(w, torch.tensor([0.5, 0.5]))
     ratios = torch.tensor([(1.0 + 1.0) / (4.0 + 2.0), (1.0 + 3.0) / (1.0 + 1.0)])
@@ -66,10 +76,12 @@ def test_uw_log_variance_step_and_fixed_point() -> None:
     balancer = UW(2, optimizer=sgd(0.1))
     losses = torch.tensor([0.5, 4.0])
     torch.testing.assert_close(balancer.weights(losses), torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(balancer.log_variances.detach(), torch.zeros(2))  # weights() does not step s
+    torch.testing.assert_close(weights_and_update(balancer, losses), torch.tensor([0.5, 0.5]))
     # s <- s - lr * (1/2 - e^{-s} f / 2) from s = 0.
     torch.testing.assert_close(balancer.log_variances.detach(), -0.1 * (0.5 - 0.5 * losses))
     for _ in range(400):
-        weights = balancer.weights(losses)
+        weights = weights_and_update(balancer, losses)
     torch.testing.assert_close(weights, 1 / (2 * losses), rtol=1e-3, atol=0)
 
 
@@ -90,8 +102,7 @@ def test_famo_logit_step_is_the_closed_form() -> None:
         balancer.logits.copy_(torch.tensor([0.1, 0.0, -0.4]))
     z = torch.softmax(balancer.logits.detach(), 0)
     delta = (before + 1e-8).log() - (after + 1e-8).log()
-    balancer.weights(before)
-    balancer.observe(after)
+    weights_and_update(balancer, before, after)
     torch.testing.assert_close(
         balancer.logits.detach(), torch.tensor([0.1, 0.0, -0.4]) - z * (delta - z @ delta)
     )
@@ -104,8 +115,7 @@ def test_famo_logit_step_is_the_closed_form() -> None:
 def test_famo_default_first_step_is_adams_sign_step() -> None:
     before, after = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, 1.9, 3.3])
     balancer = FAMO(3)
-    balancer.weights(before)
-    balancer.observe(after)
+    weights_and_update(balancer, before, after)
     logits = balancer.logits.detach()
     gradient = famo_logit_gradient(torch.zeros(3), before + 1e-8, after + 1e-8)
     torch.testing.assert_close(logits, -0.025 * torch.sign(gradient), atol=1e-6, rtol=0)
@@ -124,8 +134,11 @@ def test_famo_in_the_one_call_step() -> None:
     torch.testing.assert_close(record.losses_after, closure().detach())
     torch.testing.assert_close(flat_grad(model), expected_grad)
     assert float(balancer.logits.detach().abs().max()) > 0
-    with pytest.raises(RuntimeError, match="follow"):
-        FAMO(3).observe(torch.ones(3))
+    # The logit step needs the losses after the model's step: update() without them is refused.
+    famo = FAMO(3)
+    with pytest.raises(ValueError, match="losses_after"):
+        famo.update(torch.ones(3))
+    assert float(famo.logits.detach().abs().max()) == 0
     with pytest.raises(ValueError, match="min_losses"):
         FAMO(2, min_losses=[1.0, 0.0]).weights(torch.tensor([0.5, 1.0]))
     with pytest.raises(ValueError, match="min_losses"):
@@ -152,13 +165,21 @@ def ldc_total_loss(losses: Tensor, initial: Tensor, router: Tensor, penalty: flo
 def test_bilb4mtl_is_one_joint_step_of_the_ldc_objective() -> None:
     balancer = BiLB4MTL(3, penalty=0.1, optimizer=sgd(0.5))
     initial = torch.tensor([2.0, 0.5, 1.0])
-    balancer.weights(initial)  # the first call fixes the normalisation
+    # The first step's losses normalise, already in its weights; its update fixes them.
+    at_initial = initial.clone().requires_grad_(True)
+    (first_weights,) = torch.autograd.grad(
+        ldc_total_loss(at_initial, initial, torch.zeros(3), 0.1), at_initial
+    )
+    torch.testing.assert_close(weights_and_update(balancer, initial), first_weights)
+    torch.testing.assert_close(balancer.initial_losses, initial)
     router = balancer.router.detach().clone().requires_grad_(True)
     losses = torch.tensor([1.0, 0.4, 0.9], requires_grad=True)
     total = ldc_total_loss(losses, initial, router, 0.1)
     loss_grad, router_grad = torch.autograd.grad(total, [losses, router])
     weights = balancer.weights(losses.detach())
     torch.testing.assert_close(weights, loss_grad)
+    torch.testing.assert_close(balancer.router.detach(), router.detach())  # weights() does not step it
+    balancer.update(losses.detach())
     torch.testing.assert_close(balancer.router.detach(), router.detach() - 0.5 * router_grad)
     value = discrepancy_objective(losses.detach() / initial, torch.softmax(router.detach(), 0), 0.1)
     torch.testing.assert_close(value, total.detach())
@@ -168,7 +189,7 @@ def test_bilb4mtl_variants_and_bad_arguments() -> None:
     for options in ({"activation": "sigmoid"}, {"clamp": (0.2, 0.8)}, {"normalize": False}):
         balancer = BiLB4MTL(3, **options)  # type: ignore[arg-type]
         for _ in range(3):
-            weights = balancer.weights(torch.tensor([1.0, 2.0, 0.5]))
+            weights = weights_and_update(balancer, torch.tensor([1.0, 2.0, 0.5]))
             assert bool(torch.isfinite(weights).all())
     with pytest.raises(ValueError, match="> 0"):
         BiLB4MTL(2).weights(torch.tensor([0.0, 1.0]))

@@ -11,11 +11,13 @@ import bilevel_mtl as bm
 M = 2
 
 
-def _setup(optimizer_cls: type[torch.optim.Optimizer] = torch.optim.Adam, mode: str = "faithful"):
+def _setup(
+    optimizer_cls: type[torch.optim.Optimizer] = torch.optim.Adam, balancer: type[bm.Balancer] = bm.Marigold
+):
     torch.manual_seed(0)
     model = nn.Linear(3, M)
     optimizer = optimizer_cls(model.parameters(), lr=0.1)
-    return model, optimizer, bm.BalancedOptimizer(model, optimizer, bm.Marigold(M, mode=mode))
+    return model, optimizer, bm.BalancedOptimizer(model, optimizer, balancer(M))
 
 
 X = torch.randn(4, 3)
@@ -27,12 +29,15 @@ def test_perturbed_mode_works_with_any_optimizer() -> None:
     assert record.hypergradient is not None
 
 
-def test_adversary_is_updated_even_when_observe_runs_under_no_grad() -> None:
+def test_adversary_is_updated_even_when_update_runs_under_no_grad() -> None:
     balancer = bm.Marigold(2, lr=0.1)
     before = balancer.criterion.rho.logits.detach().clone()
-    balancer.weights(torch.tensor([1.0, 2.0]))
+    losses = torch.tensor([1.0, 2.0])
+    balancer.weights(losses)
+    assert torch.equal(balancer.criterion.rho.logits.detach(), before)  # weights() changes nothing
     with torch.no_grad():
-        balancer.observe(torch.tensor([0.5, 2.5]))
+        report = balancer.update(losses, torch.tensor([0.5, 2.5]))
+    assert report is not None and report.criterion_value.dim() == 0
     after = balancer.criterion.rho.logits.detach()
     # ascent on ρ: the task whose loss rose (task 1) gains adversary weight
     assert float(after[1] - before[1]) > 0 > float(after[0] - before[0])

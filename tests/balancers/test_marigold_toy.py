@@ -24,7 +24,7 @@ def test_marigold_reaches_the_pareto_set_of_the_toy(mode: str, start: tuple[floa
     # The model is its own closure: forward() returns the two (shifted, positive) losses.
     model = ToyTwoTask(start, scale=SCALE, shift=True).double()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    balancer = bm.Marigold(2, mode=mode)
+    balancer = {"perturbed": bm.Marigold, "faithful": bm.MarigoldFaithful}[mode](2)
     trainer = bm.BalancedOptimizer(model, optimizer, balancer)
     for _ in range(2000):
         trainer.step(model)

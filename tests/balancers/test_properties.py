@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 
 import pytest
@@ -13,18 +12,24 @@ from balancer_cases import (
     COMMON,
     DIRECTION,
     NONE,
+    SCALINGS,
     UPDATE,
     WEIGHTS,
     Case,
+    MultiTaskNet,
+    balancer_state,
+    differences,
     flat_grad,
     flat_params,
     make_closure,
+    snapshot,
     task_data,
     trainer,
 )
 
 from bilevel_mtl import NonFiniteLossError
-from bilevel_mtl.balancers import GradientBalancer
+from bilevel_mtl.balancers import GradientBalancer, LossBalancer
+from bilevel_mtl.context import StepContext
 
 M = 3
 
@@ -141,7 +146,7 @@ def test_bad_losses_are_rejected_before_anything_changes(case: Case) -> None:
     closure = make_closure(model, task_data(M), case.batches)
     opt.step(closure)
     params = flat_params(model)
-    state = copy.deepcopy(opt.balancer.state_dict())
+    state = balancer_state(opt.balancer)
 
     def bad(values: torch.Tensor):  # type: ignore[no-untyped-def]
         return lambda: values
@@ -162,19 +167,103 @@ def test_bad_losses_are_rejected_before_anything_changes(case: Case) -> None:
         if case.batches > 1 and values is wrong_rank:
             assert f"[{case.batches}, {M}]" in str(info.value)
     assert torch.equal(flat_params(model), params)
-    after = opt.balancer.state_dict()
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(after[key], value), key
+    assert differences(state, balancer_state(opt.balancer)) == []
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.name in ("mgda", "modo")], ids=lambda c: c.name)
+GRADIENT_CASES = [c for c in CASES if issubclass(c.cls, GradientBalancer)]
+
+
+class LossesOnly:
+    """A lower level that has the losses but not the step's autograd graph (not a StepContext)."""
+
+    def __init__(self, losses: torch.Tensor) -> None:
+        self.losses = losses
+        self.params: list[torch.Tensor] = []
+
+
+@pytest.mark.parametrize("case", GRADIENT_CASES, ids=lambda c: c.name)
 def test_gradient_balancers_explain_the_missing_graph(case: Case) -> None:
     model, _ = trainer(case, M)
     balancer = case.build(M, model)
     assert isinstance(balancer, GradientBalancer)
-    with pytest.raises(RuntimeError, match="BalancedOptimizer"):
-        balancer.weights(torch.ones(M))
+    assert not hasattr(balancer, "weights")  # the weights come from the per-task gradients of a step
+    losses = torch.ones(case.batches, M) if case.batches > 1 else torch.ones(M)
+    with pytest.raises(TypeError, match="BalancedOptimizer"):
+        balancer.decide(LossesOnly(losses))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_decide_is_pure_and_a_step_changes_only_stateful_balancers(case: Case) -> None:
+    """``decide`` changes nothing (balancer state, generators, model, optimizer, ``.grad``) and
+    gives the same decision twice; the state changes at commit, and only for ``stateful`` classes."""
+    model, opt = trainer(case, M)
+    closure = make_closure(model, task_data(M), case.batches)
+    balancer = opt.balancer
+    initial = balancer_state(balancer)
+    opt.step(closure)  # warm: the optimizer's moments, MoCo's tracked gradients, DWA's history, ...
+    before = balancer_state(balancer)
+    params, optimizer_state = flat_params(model), snapshot(opt.optimizer.state_dict())
+    context = StepContext.evaluate(model, opt.optimizer, closure)
+    first = balancer.decide(context)
+    second = balancer.decide(context)
+    assert differences(before, balancer_state(balancer)) == []
+    assert differences(optimizer_state, snapshot(opt.optimizer.state_dict())) == []
+    assert torch.equal(flat_params(model), params)
+    assert all(p.grad is None for p in model.parameters()), "decide() wrote .grad"
+    assert differences(snapshot(first.weights), snapshot(second.weights)) == []
+    assert differences(snapshot(first.gradients), snapshot(second.gradients)) == []
+    if first.report is not None:
+        assert second.report is not None
+        assert torch.equal(first.report.hypergradient, second.report.hypergradient)
+        assert torch.equal(first.report.criterion_value, second.report.criterion_value)
+
+    opt.step(closure)  # decides, steps, then commits
+    final = balancer_state(balancer)
+    # (SDMGrad's w may reach a vertex in the first step and stay there: compare with the initial state.)
+    changed = differences(before, final) + differences(initial, final)
+    if case.stateful:
+        assert changed, f"{case.cls.__name__} declares stateful = True but two steps left its state unchanged"
+    else:
+        assert changed == [], f"{case.cls.__name__} declares stateful = False but a step changed {changed}"
+
+
+LOSS_CASES = [c for c in CASES if issubclass(c.cls, LossBalancer)]
+
+
+@pytest.mark.parametrize("case", LOSS_CASES, ids=lambda c: c.name)
+def test_loss_balancer_weights_are_pure_and_update_applies_the_state(case: Case) -> None:
+    """In a loop you own: ``weights`` twice gives the same weights (random ones included) and
+    changes nothing; ``update`` applies the state, needing ``losses_after`` where declared."""
+    model = MultiTaskNet(M)
+    balancer = case.build(M, model)
+    assert isinstance(balancer, LossBalancer)
+    losses = make_closure(model, task_data(M))().detach()
+    after = 0.9 * losses
+    before = balancer_state(balancer)
+    first, second = balancer.weights(losses), balancer.weights(losses)
+    assert torch.equal(first, second)
+    assert differences(before, balancer_state(balancer)) == []
+    assert balancer.needs_losses_after == ("losses_after" in case.cls.needs)
+    if balancer.needs_losses_after:
+        with pytest.raises(ValueError, match="losses_after"):
+            balancer.update(losses)
+        assert differences(before, balancer_state(balancer)) == []
+        balancer.update(losses, after)
+    else:
+        balancer.update(losses)
+    changed = differences(before, balancer_state(balancer))
+    assert bool(changed) == case.stateful, changed
+
+
+def test_declarations_are_consistent() -> None:
+    """What the suite reads from each class's declaration is well-formed."""
+    for case in CASES:
+        cls = case.cls
+        assert case.scaling in SCALINGS, cls
+        assert cls.num_batches >= 1, cls
+        assert not cls.randomized or cls.stateful, f"{cls.__name__}: a generator is state"
+        assert cls.needs <= {"gradients", "lookahead", "losses_after"}, cls
+        assert issubclass(cls, GradientBalancer) == ("gradients" in cls.needs), cls
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

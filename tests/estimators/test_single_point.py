@@ -81,11 +81,14 @@ def test_estimate_evaluates_the_objective_at_the_perturbed_weights() -> None:
     criterion = FunctionCriterion(lambda before, after: after.sum())
     objective = UpperObjective(criterion, torch.ones(m), lambda w: _phi(h, b, c, w).expand(m) / m)
     estimator = SinglePoint(radius=r, num_directions=3)
-    estimate = estimator.estimate(objective, lam, torch.Generator().manual_seed(7)).gradient
+    estimate = estimator.estimate(objective, lam, torch.Generator().manual_seed(7))
     directions = estimator.sample(lam, torch.Generator().manual_seed(7))
-    expected = (m / r) * (_phi(h, b, c, lam + r * directions)[:, None] * directions).mean(0)
-    torch.testing.assert_close(estimate, expected)
-    assert len(objective.evaluations) == 3
+    phi = _phi(h, b, c, lam + r * directions)
+    expected = (m / r) * (phi[:, None] * directions).mean(0)
+    torch.testing.assert_close(estimate.gradient, expected)
+    # The values it returns are Φ at the three perturbed points, in the order of the directions.
+    assert len(estimate.values) == 3
+    torch.testing.assert_close(torch.stack(estimate.values), phi)
 
 
 def test_tangent_directions_lie_in_the_simplex_tangent_space() -> None:

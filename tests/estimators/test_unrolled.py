@@ -110,11 +110,17 @@ def test_one_fresh_adam_step_is_sign_like_so_its_hypergradient_is_nearly_zero() 
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-15)
 
     sgd_model, sgd_opt, sgd_closure = mlp_problem(3, optimizer="sgd", lr=lr, warm_steps=0, seed=0)
-    sgd = Unrolled(1).estimate(
-        lookahead_objective(MainTaskLoss(3, main=0).double(), step_context(sgd_model, sgd_opt, sgd_closure)),
-        LAM,
-        torch.Generator(),
-    ).gradient
+    sgd = (
+        Unrolled(1)
+        .estimate(
+            lookahead_objective(
+                MainTaskLoss(3, main=0).double(), step_context(sgd_model, sgd_opt, sgd_closure)
+            ),
+            LAM,
+            torch.Generator(),
+        )
+        .gradient
+    )
     assert float(got.norm()) < 1e-2 * float(sgd.norm())  # ≈ 0: ε/g² ≪ 1 against SGD's unit slope
     phi = float(objective(LAM))
     for c in (0.5, 3.0):
@@ -150,7 +156,9 @@ def test_finite_when_some_coordinates_have_zero_gradient() -> None:
     for estimator in (Unrolled(1), Unrolled(2), Exact()):
         grad = estimator.estimate(objective, LAM, torch.Generator()).gradient
         assert bool(torch.isfinite(grad).all()) and float(grad.norm()) > 0
-    assert bool(torch.isnan(Unrolled(1, eps_root=0.0).estimate(objective, LAM, torch.Generator()).gradient).any())
+    assert bool(
+        torch.isnan(Unrolled(1, eps_root=0.0).estimate(objective, LAM, torch.Generator()).gradient).any()
+    )
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd_momentum", "rmsprop"])
@@ -182,16 +190,21 @@ def test_exact_jacobian_matches_finite_differences_and_unrolled(optimizer: str) 
 def test_exact_and_unrolled_agree_for_every_criterion(criterion: torch.nn.Module) -> None:
     model, opt, closure = mlp_problem(3, seed=6)
     objective = lookahead_objective(criterion.double(), step_context(model, opt, closure))  # type: ignore[arg-type]
-    exact = Exact().estimate(objective, LAM, torch.Generator()).gradient
-    torch.testing.assert_close(Unrolled(1).estimate(objective, LAM, torch.Generator()).gradient, exact)
-    assert len(objective.evaluations) == 2  # each recorded the criterion at its look-ahead
+    exact = Exact().estimate(objective, LAM, torch.Generator())
+    unrolled = Unrolled(1).estimate(objective, LAM, torch.Generator())
+    torch.testing.assert_close(unrolled.gradient, exact.gradient)
+    # Each returns the criterion at its look-ahead: Φ(λ), one value.
+    for estimate in (exact, unrolled):
+        assert len(estimate.values) == 1
+        torch.testing.assert_close(estimate.values[0], objective(LAM), rtol=1e-10, atol=1e-12)  # eps_root
 
 
 def test_estimators_through_the_step_need_the_context() -> None:
     objective = UpperObjective(MainTaskLoss(2), torch.ones(2), lambda w: w, None)
     for estimator in (Unrolled(), Exact()):
-        with pytest.raises(ValueError, match="StepContext"):
-            estimator.estimate(objective, torch.full((2,), 0.5), torch.Generator()).gradient
+        name = type(estimator).__name__
+        with pytest.raises(ValueError, match=rf"{name} differentiates through.*UpperObjective\.lookahead"):
+            estimator.estimate(objective, torch.full((2,), 0.5), torch.Generator())
     with pytest.raises(ValueError, match="steps"):
         Unrolled(steps=0)
     with pytest.raises(ValueError, match="eps_root"):
@@ -203,5 +216,12 @@ def test_the_lookahead_objective_helper_is_the_documented_composition() -> None:
     context = step_context(model, opt, closure)
     criterion = random_adversary(WorstCaseDecrement(3).double(), 7)
     mine, helper = lookahead_objective(criterion, context), UpperObjective.lookahead(criterion, context)
+    logits = criterion.rho.logits
     for w in (LAM, torch.tensor([0.1, 0.1, 0.8], dtype=torch.float64)):
-        assert float(mine(w)) == float(helper(w))
+        value, other = mine(w), helper(w)
+        assert torch.equal(value.detach(), other.detach())
+        # Attached to the adversary only (its gradient is the balancer's), never to the model.
+        assert value.requires_grad and other.requires_grad
+        (grad,), (other_grad,) = torch.autograd.grad(value, [logits]), torch.autograd.grad(other, [logits])
+        assert torch.equal(grad, other_grad)
+        assert all(p.grad is None for p in model.parameters())

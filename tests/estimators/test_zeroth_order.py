@@ -52,10 +52,14 @@ def test_estimate_is_the_mean_of_the_per_direction_samples(cls: type[SinglePoint
     objective = QuadraticObjective(root + root.T, torch.randn(4, generator=gen, dtype=torch.float64), 1.0)
     lam = torch.softmax(torch.randn(4, generator=gen, dtype=torch.float64), dim=0)
     estimator = cls(radius=0.1, directions="tangent", num_directions=5)
-    estimate = estimator.estimate(objective, lam, torch.Generator().manual_seed(7)).gradient
+    estimate = estimator.estimate(objective, lam, torch.Generator().manual_seed(7))
     u = estimator.sample(lam, torch.Generator().manual_seed(7))
-    samples = estimator.samples(u, objective.evaluate(estimator.points(lam, u)), lam)
-    torch.testing.assert_close(estimate, samples.mean(dim=0))
+    values = objective.evaluate(estimator.points(lam, u))
+    samples = estimator.samples(u, values, lam)
+    torch.testing.assert_close(estimate.gradient, samples.mean(dim=0))
+    # It returns every value of Φ it evaluated, in the order of points().
+    assert len(estimate.values) == 5 * cls.evaluations_per_direction + cls.shared_evaluations
+    torch.testing.assert_close(torch.stack(estimate.values), values, rtol=0, atol=0)
 
 
 def test_two_point_is_exact_along_its_direction_on_a_quadratic() -> None:
@@ -66,7 +70,7 @@ def test_two_point_is_exact_along_its_direction_on_a_quadratic() -> None:
     lam = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
     estimator = TwoPoint(radius=0.7)
     u = estimator.sample(lam, gen)
-    got = estimator.combine(u, objective.evaluate(estimator.points(lam, u)))
+    got = estimator.combine(u, objective.evaluate(estimator.points(lam, u)).detach())  # Φ stays attached to ρ
     torch.testing.assert_close(got, 3 * (objective.gradient(lam) @ u[0]) * u[0])
 
 
@@ -103,7 +107,7 @@ def test_common_random_numbers_under_dropout() -> None:
     exact = Exact().estimate(objective, lam, torch.Generator()).gradient
     estimator = TwoPoint(radius=1e-5)
     u = estimator.sample(lam, torch.Generator().manual_seed(0))
-    got = estimator.combine(u, objective.evaluate(estimator.points(lam, u)))
+    got = estimator.combine(u, objective.evaluate(estimator.points(lam, u)).detach())  # Φ stays attached to ρ
     torch.testing.assert_close(got, 3 * (exact @ u[0]) * u[0], rtol=1e-4, atol=1e-9)
 
     # Negative control: the same evaluation with fresh masks at every call is off by orders of magnitude.
@@ -115,7 +119,7 @@ def test_common_random_numbers_under_dropout() -> None:
         return StepContext.evaluate(model, opt, closure).losses_at(params)
 
     noisy = UpperObjective(criterion, context.losses, fresh_masks, context)
-    bad = estimator.combine(u, noisy.evaluate(estimator.points(lam, u)))
+    bad = estimator.combine(u, noisy.evaluate(estimator.points(lam, u)).detach())
     assert float((bad - got).norm()) > 100 * float(got.norm())
 
 

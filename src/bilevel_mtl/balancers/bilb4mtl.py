@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_nonnegative, check_positive
 from .base import LossBalancer
 
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -83,10 +82,8 @@ class BiLB4MTL(LossBalancer):
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__(num_tasks)
-        if not (math.isfinite(penalty) and penalty >= 0):
-            raise ValueError(f"penalty must be a finite number >= 0, got {penalty!r}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        penalty = check_nonnegative("penalty", penalty)
+        lr = check_positive("lr", lr)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         if clamp is not None and not (len(clamp) == 2 and 0 <= clamp[0] < clamp[1]):
             raise ValueError(f"clamp must be (low, high) with 0 <= low < high, got {clamp!r}")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from .._checks import check_integer, check_positive
 from .base import LossBalancer
 
 
@@ -41,10 +40,8 @@ class DWA(LossBalancer):
 
     def __init__(self, num_tasks: int, *, temperature: float = 2.0, window: int = 25) -> None:
         super().__init__(num_tasks)
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an integer >= 1 (steps per period), got {window!r}")
+        temperature = check_positive("temperature", temperature)
+        window = check_integer("window", window, what=" (steps per period)")
         self.temperature = float(temperature)
         self.window = window
         self.register_buffer("running_sum", torch.zeros(num_tasks, dtype=torch.float64))

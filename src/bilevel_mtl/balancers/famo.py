@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_nonnegative, check_positive
 from .base import LossBalancer
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -75,12 +75,9 @@ class FAMO(LossBalancer):
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__(num_tasks)
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if not (math.isfinite(gamma) and gamma >= 0):
-            raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-        if not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        lr = check_positive("lr", lr)
+        gamma = check_nonnegative("gamma", gamma)
+        eps = check_nonnegative("eps", eps)
         bounds = (
             torch.zeros(num_tasks) if min_losses is None else torch.as_tensor(min_losses, dtype=torch.float32)
         )

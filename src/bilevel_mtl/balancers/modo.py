@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_nonnegative, check_positive
 from ._simplex import check_jacobian, project_simplex
 from .gradient import Combination, GradientBalancer
 
@@ -63,10 +62,8 @@ class MoDo(GradientBalancer):
         self, num_tasks: int, *, gamma: float = 1e-3, rho: float = 0.1, shared: nn.Module | None = None
     ) -> None:
         super().__init__(num_tasks, shared=shared)
-        if not (math.isfinite(gamma) and gamma > 0):
-            raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
-        if not (math.isfinite(rho) and rho >= 0):
-            raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
+        gamma = check_positive("gamma", gamma)
+        rho = check_nonnegative("rho", rho)
         self.gamma, self.rho = float(gamma), float(rho)
         self.register_buffer("lam", torch.full((num_tasks,), 1.0 / num_tasks))
 

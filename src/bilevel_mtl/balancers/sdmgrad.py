@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_integer, check_nonnegative, check_positive
 from ._simplex import check_jacobian, project_simplex
 from .gradient import Combination, GradientBalancer
 
@@ -92,14 +93,11 @@ class SDMGrad(GradientBalancer):
         shared: nn.Module | None = None,
     ) -> None:
         super().__init__(num_tasks, shared=shared)
-        if not (math.isfinite(lam) and lam >= 0):
-            raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        lam = check_nonnegative("lam", lam)
+        lr = check_positive("lr", lr)
         if not (math.isfinite(momentum) and 0 <= momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if isinstance(num_iterations, bool) or not isinstance(num_iterations, int) or num_iterations < 1:
-            raise ValueError(f"num_iterations must be an integer >= 1, got {num_iterations!r}")
+        num_iterations = check_integer("num_iterations", num_iterations)
         self.lam, self.lr, self.momentum = float(lam), float(lr), float(momentum)
         self.num_iterations = num_iterations
         self.register_buffer("w", torch.full((num_tasks,), 1.0 / num_tasks))

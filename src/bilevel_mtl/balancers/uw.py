@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_finite, check_positive
 from .base import LossBalancer
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -46,10 +46,8 @@ class UW(LossBalancer):
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__(num_tasks)
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if not math.isfinite(init):
-            raise ValueError(f"init must be finite, got {init!r}")
+        lr = check_positive("lr", lr)
+        init = check_finite("init", init)
         self.log_variances = nn.Parameter(torch.full((num_tasks,), float(init)))
         factory = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
         self.optimizer = factory([self.log_variances])

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..balancers import LS
-from ..context import RngSnapshot, StepContext
+from ..context import StepContext
 from ..criteria import WorstCaseDecrement
 from ..estimators import (
     Estimator,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from .._checks import check_choice
+from .._checks import check_choice, check_integer, check_nonnegative, check_positive
 from .base import Estimate, Estimator, UpperObjective
 from .solvers import (
     SolveInfo,
@@ -100,20 +98,13 @@ class Implicit(Estimator):
         seed: int = 0,
     ) -> None:
         self.solver = check_choice("solver", solver, SOLVERS)
-        self.ridge = float(ridge)
-        if not math.isfinite(self.ridge) or self.ridge < 0:
-            raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
-        for name, count in (("max_iter", max_iter), ("power_iterations", power_iterations)):
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
-        self.max_iter = max_iter
-        self.power_iterations = power_iterations
+        self.ridge = check_nonnegative("ridge", ridge)
+        self.max_iter = check_integer("max_iter", max_iter)
+        self.power_iterations = check_integer("power_iterations", power_iterations)
         self.tol = float(tol)
         if not self.tol >= 0:
             raise ValueError(f"tol must be >= 0, got {tol!r}")
-        if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha must be a finite number > 0 or None, got {alpha!r}")
-        self.alpha = alpha
+        self.alpha = None if alpha is None else check_positive("alpha", alpha)
         self.evaluate_step = bool(evaluate_step)
         self.seed = int(seed)
         self.last_solve: SolveInfo | None = None

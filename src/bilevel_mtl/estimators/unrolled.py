@@ -5,16 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import check_integer, check_nonnegative
 from ..lower_level import LowerLevel
 from .base import Estimate, Estimator, UpperObjective
 
 
 def check_eps_root(eps_root: float) -> float:
     """Return ``float(eps_root)`` if it is a finite number >= 0, else raise ``ValueError``."""
-    value = float(eps_root)
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"eps_root must be a finite number >= 0, got {eps_root!r}")
-    return value
+    return check_nonnegative("eps_root", eps_root)
 
 
 def unrolled_losses(context: LowerLevel, weights: Tensor, steps: int, eps_root: float) -> Tensor:
@@ -73,8 +71,7 @@ class Unrolled(Estimator):
     summary = "exact gradient of the k-step objective; double backward, memory grows with k"
 
     def __init__(self, steps: int = 1, eps_root: float = 1e-16) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        steps = check_integer("steps", steps)
         self.steps = steps
         self.eps_root = check_eps_root(eps_root)
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_positive
+from .._checks import check_choice, check_integer, check_positive
 from .base import Estimate, Estimator, UpperObjective
 
 DIRECTIONS = ("sphere", "tangent")
@@ -95,8 +95,7 @@ class ZerothOrder(Estimator):
         self.radius = check_positive("radius", radius)
         self.directions = check_choice("directions", directions, DIRECTIONS)
         self.space = check_choice("space", space, SPACES)
-        if isinstance(num_directions, bool) or not isinstance(num_directions, int) or num_directions < 1:
-            raise ValueError(f"num_directions must be an integer >= 1, got {num_directions!r}")
+        num_directions = check_integer("num_directions", num_directions)
         self.num_directions = num_directions
 
     def __repr__(self) -> str:
