@@ -9,7 +9,8 @@ update, while DDP averages the gradients of ``weights @ losses``. With equal sha
 and mean losses this is the same training as one process on the whole batch
 (``--world-size 1``), up to rounding.
 
-It uses the low-level path with ``Marigold()``; see the DDP tutorial
+It uses the low-level path with ``Marigold()`` (``weights`` → ``backward`` → ``step`` →
+``update``); see the DDP tutorial
 in the documentation for what is and is not verified.
 """
 
@@ -66,13 +67,14 @@ def train(rank: int, world_size: int, steps: int, dtype: torch.dtype) -> dict[st
         batch = torch.randint(0, len(x), (BATCH,), generator=batches)
         shard = batch.view(world_size, -1)[rank]
         losses = task_losses(model, x[shard], y[shard])
-        weights = balancer.weights(global_mean(losses))
+        before = global_mean(losses)
+        weights = balancer.weights(before)
         optimizer.zero_grad()
         (weights @ losses).backward()  # DDP averages the gradients over the processes
         optimizer.step()
         with torch.no_grad():
             after = task_losses(model, x[shard], y[shard])
-        balancer.observe(global_mean(after))
+        balancer.update(before, global_mean(after))  # the upper-level step, the same on every process
     state = {f"param.{name}": p.detach().clone() for name, p in net.named_parameters()}
     state.update({f"balancer.{k}": v for k, v in balancer.state_dict().items() if isinstance(v, Tensor)})
     return state

@@ -3,10 +3,11 @@
     pip install lightning
     python examples/lightning_manual.py
 
-``training_step`` follows the balancer's low-level path: weights from the detached
-losses, ``manual_backward(weights @ losses)``, ``optimizer.step()``, then the losses
-on the same batch after the step for balancers that observe them (MARIGOLD's
-perturbed mode). The balancer is a submodule, so Lightning checkpoints its state
+``training_step`` follows a loss balancer's low-level path: weights from the detached
+losses, ``manual_backward(weights @ losses)``, ``optimizer.step()``, then
+``balancer.update(losses, losses_after)``, with the losses on the same batch after the
+step for the balancers that need them (``"losses_after" in balancer.needs``: MARIGOLD,
+FAMO). The balancer is a submodule, so Lightning checkpoints its state
 (upper-level variables, their optimizer and the random generator) with the model's;
 ``configure_optimizers`` gives the model's optimizer the network's parameters only.
 """
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import bilevel_mtl as bm
+from bilevel_mtl.balancers import LossBalancer
 
 NUM_TASKS = 2
 
@@ -43,7 +45,7 @@ def task_losses(net: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 class BalancedRegression(L.LightningModule):
     """Multi-task regression trained with a balancer by manual optimization."""
 
-    def __init__(self, net: nn.Module, balancer: bm.Balancer, lr: float = 1e-2) -> None:
+    def __init__(self, net: nn.Module, balancer: LossBalancer, lr: float = 1e-2) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.net = net
@@ -58,10 +60,11 @@ class BalancedRegression(L.LightningModule):
         optimizer.zero_grad()
         self.manual_backward(weights @ losses)
         optimizer.step()
+        after = None
         if self.balancer.needs_losses_after:
             with torch.no_grad():
                 after = task_losses(self.net, x, y)
-            self.balancer.observe(after)
+        self.balancer.update(losses.detach(), after)  # the balancer's state changes, after the step
         self.log_dict({f"loss/{i}": loss for i, loss in enumerate(losses.detach())})
         self.log_dict({f"weight/{i}": weight for i, weight in enumerate(weights)})
 

@@ -24,6 +24,7 @@ NAMES = [item for module in MODULES for item in inventory.public_names(module, M
 
 def test_the_public_modules_are_found() -> None:
     expected = {"criteria", "estimators", "lookahead", "parametrizations", "balancers", "logging"}
+    expected |= {"functional", "registry", "distributed"}
     assert {f"bilevel_mtl.{name}" for name in expected} | {"bilevel_mtl"} <= set(MODULES)
 
 

@@ -66,7 +66,7 @@ def test_lightning_manual_optimization_equals_the_plain_low_level_loop(
             optimizer.step()
             with torch.no_grad():
                 after = example.task_losses(net, x, y)
-            balancer.observe(after)
+            balancer.update(losses.detach(), after)
 
     assert trainer.global_step == 2 * len(example.make_loader())
     for mine, reference in zip(module.net.parameters(), net.parameters(), strict=True):

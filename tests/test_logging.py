@@ -42,6 +42,18 @@ def test_csv_rows_hold_the_records_values_exactly(tmp_path: Path) -> None:
         assert {key: float(value) for key, value in row.items() if key != "step"} == record.as_dict()
 
 
+def test_the_criterion_value_is_a_0_dim_tensor_and_logs_as_a_float(tmp_path: Path) -> None:
+    """The step keeps it on the device (no host sync); ``as_dict`` and the loggers read it."""
+    (record,) = _records(1)
+    assert isinstance(record.criterion_value, torch.Tensor) and record.criterion_value.dim() == 0
+    flat = record.as_dict()
+    assert isinstance(flat["criterion"], float) and flat["criterion"] == float(record.criterion_value)
+    with CSVLogger(tmp_path / "log.csv") as log:
+        log.log(record)
+    _, rows = _read(tmp_path / "log.csv")
+    assert float(rows[0]["criterion"]) == flat["criterion"]
+
+
 def test_csv_widens_the_header_when_new_keys_appear(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     log = CSVLogger(path)

@@ -2,7 +2,8 @@
 
 Each name is documented once, in the most specific public module exporting it
 (see ``api_inventory``); elsewhere the summary table links there, and a reference to
-the alias (``bilevel_mtl.Marigold``) resolves to it. Undocumented names, public
+the alias (``bilevel_mtl.Marigold``, or a member such as ``bilevel_mtl.Balancer.decide``)
+resolves to it. Undocumented names, public
 modules without a ``public-api`` directive, and names that did not end up in the
 Python domain are reported as warnings, so ``sphinx-build -W`` fails on them.
 """
@@ -68,21 +69,26 @@ def _check_complete(app: Sphinx, env: Any) -> None:
 
 
 def _resolve_alias(app: Sphinx, env: Any, node: Any, contnode: nodes.Element) -> nodes.Element | None:
-    """``bilevel_mtl.Marigold`` (a re-export) resolves to where it is documented."""
+    """``bilevel_mtl.Marigold`` (a re-export), or one of its members (``bilevel_mtl.Balancer.decide``),
+    resolves to where it is documented."""
     if node.get("refdomain") != "py":
         return None
-    target = node.get("reftarget", "")
-    module, _, name = target.rpartition(".")
-    if module not in inventory.public_modules():
+    parts = node.get("reftarget", "").split(".")
+    modules = inventory.public_modules()
+    for split in range(len(parts) - 1, 0, -1):
+        module, name, member = ".".join(parts[:split]), parts[split], parts[split + 1 :]
+        if module not in modules:
+            continue
+        for item in inventory.public_names(module, modules):
+            if item.name == name and item.home != module:
+                target = ".".join([item.target, *member])
+                domain = env.get_domain("py")
+                node["reftarget"] = target
+                resolved: nodes.Element | None = domain.resolve_xref(
+                    env, node["refdoc"], app.builder, node["reftype"], target, node, contnode
+                )
+                return resolved
         return None
-    for item in inventory.public_names(module):
-        if item.name == name and item.home != module:
-            domain = env.get_domain("py")
-            node["reftarget"] = item.target
-            resolved: nodes.Element | None = domain.resolve_xref(
-                env, node["refdoc"], app.builder, node["reftype"], item.target, node, contnode
-            )
-            return resolved
     return None
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
 
 # Benchmark suites: name -> module exposing ``configure(parser)`` and ``run(args) -> int``.
+# They are imported only for ``bilevel-mtl bench`` (``demo`` and ``list`` need the library alone).
 BENCHMARKS: dict[str, str] = {
     "data": "bilevel_mtl.bench.prepare",
     "quality": "bilevel_mtl.bench.quality",
@@ -16,7 +18,8 @@ BENCHMARKS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(benchmarks: bool = True) -> argparse.ArgumentParser:
+    """The command line's parser; ``benchmarks=False`` leaves the suites' options out (no import)."""
     parser = argparse.ArgumentParser(
         prog="bilevel-mtl", description="Multi-task loss balancing by bi-level optimization."
     )
@@ -31,12 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a benchmark suite")
     suites = bench.add_subparsers(dest="suite", required=True)
     for name, module in BENCHMARKS.items():
-        importlib.import_module(module).configure(suites.add_parser(name))
+        suite = suites.add_parser(name, help=f"the {name} suite ({module})")
+        if benchmarks:
+            importlib.import_module(module).configure(suite)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(benchmarks=argv[:1] == ["bench"]).parse_args(argv)
     if args.command == "demo":
         from .demo import run as run_demo
 

@@ -13,6 +13,8 @@ from ._checks import NonFiniteGradientError, as_loss_vector, check_finite_losses
 from .distributed import DataParallel, all_gather_batch, all_reduce_gradients, all_reduce_mean
 from .lookahead import LookAhead
 
+__all__ = ["StepContext"]
+
 Closure = Callable[[], "Tensor | Sequence[Tensor]"]
 
 

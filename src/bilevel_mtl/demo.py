@@ -98,7 +98,8 @@ def train(
     """Train every method on the same batches, interleaved; return each method's numbers.
 
     ``methods`` (name → balancer factory; the first one is the time reference) defaults
-    to LS and MARIGOLD in both modes with upper learning rate ``upper_lr``.
+    to LS, :class:`~bilevel_mtl.Marigold` (the real step perturbed) and
+    :class:`~bilevel_mtl.MarigoldFaithful` (a virtual look-ahead) with upper learning rate ``upper_lr``.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")

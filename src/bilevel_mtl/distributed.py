@@ -40,7 +40,7 @@ ProcessGroup = Any
 SHARDED_REFUSAL = (
     "is not available for FSDP-sharded models: torch.autograd.grad bypasses FSDP's "
     "reduce-scatter and FSDP all-gathers its own shards, not look-ahead parameters. "
-    "Use a balancer that needs only the losses (LS, Marigold(mode='perturbed'), loss-based "
+    "Use a balancer that needs only the losses (LS, Marigold, loss-based "
     "methods), or DDP; see docs/tutorials/ddp.md"
 )
 

@@ -9,6 +9,8 @@ from torch import Tensor
 
 from .lookahead import LookAhead
 
+__all__ = ["LowerLevel"]
+
 
 class LowerLevel(Protocol):
     r"""One training step's lower level, :math:`\theta \mapsto f(\theta)` on the step's batch.

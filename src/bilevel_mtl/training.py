@@ -205,7 +205,8 @@ class BalancedOptimizer:
         skipped = self._optimizer_step(values, losses_finite)
         if skipped is not None:
             self.optimizer.zero_grad(set_to_none=True)
-            return self._skipped(start, values, decision.weights, skipped)
+            decided = decision.weights if bool(losses_finite) else None  # no decision from bad losses
+            return self._skipped(start, values, decided, skipped)
         losses_after = None
         if self.balancer.needs_losses_after:
             try:

@@ -3,6 +3,10 @@
 library really raises::
 
     PYTHONPATH=src python tests/reliability/bad_inputs.py --write
+
+The rows about what a balancer class declares (a required constructor argument, the
+``[b, m]`` losses of ``b`` independent batches, the losses after the step) are generated
+from every registered class's declaration, so a new balancer gets its rows without an edit.
 """
 
 from __future__ import annotations
@@ -12,18 +16,22 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import nn
 
 import bilevel_mtl as bm
-from bilevel_mtl.balancers import LS
+from bilevel_mtl.balancers import LS, LossBalancer
 from bilevel_mtl.criteria import FunctionCriterion, MainTaskLoss
 from bilevel_mtl.estimators import SinglePoint
 from bilevel_mtl.lookahead import LookAhead
 from bilevel_mtl.parametrizations import PositiveWeights, Softmax
-from bilevel_mtl.registry import build_balancer
+from bilevel_mtl.registry import balancer_classes, build_balancer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reliability_cases import Case, Net, required_arguments
 
 M = 2
 X = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
@@ -91,9 +99,56 @@ def _foreign(s: Setup) -> object:
     return trainer.step(lambda: other(X).pow(2).mean(0) + 1.0)
 
 
-def _modo_rows(s: Setup) -> object:
-    trainer = bm.BalancedOptimizer(s.model, s.optimizer, build_balancer("modo", M))
-    return trainer.step(s.losses)
+def _build(name: str) -> bm.Balancer:
+    """The registered balancer ``name`` for ``M`` tasks, with its required arguments."""
+    return Case(name, balancer_classes()[name]).build(Net(), M)
+
+
+def _single_batch_step(name: str) -> Callable[[Setup], object]:
+    def trigger(s: Setup) -> object:
+        trainer = bm.BalancedOptimizer(s.model, s.optimizer, _build(name))
+        return trainer.step(s.losses)
+
+    return trigger
+
+
+def _without(cls: type[bm.Balancer]) -> Callable[[Setup], object]:
+    return lambda s: cls(M)
+
+
+def _update_without_losses_after(name: str) -> Callable[[Setup], object]:
+    def trigger(s: Setup) -> object:
+        balancer = _build(name)
+        assert isinstance(balancer, LossBalancer)
+        return balancer.update(torch.ones(M))
+
+    return trigger
+
+
+def declared_rows() -> list[Row]:
+    """The rows generated from the balancer classes' declarations, for every registered class."""
+    rows = []
+    for name, cls in balancer_classes().items():
+        for arg in required_arguments(cls):
+            rows.append(
+                Row(f"{name}-without-{arg}", f"`{cls.__name__}(m)` without `{arg}=` ({cls.requires[arg]})",
+                    TypeError, f"missing 1 required .*argument: '{arg}'", _without(cls))
+            )  # fmt: skip
+        if cls.num_batches > 1:
+            b = cls.num_batches
+            rows.append(
+                Row(f"{name}-multi-batch-shape",
+                    f"`{cls.__name__}`'s closure returns `[m]` instead of `[{b}, m]` ({b} batches)",
+                    ValueError, rf"needs {b} independent batches.*\[{b}, {M}\]", _single_batch_step(name),
+                    through_step=True)
+            )  # fmt: skip
+        if "losses_after" in cls.needs and issubclass(cls, LossBalancer):
+            rows.append(
+                Row(f"{name}-update-without-losses-after",
+                    f"`{cls.__name__}(m).update(losses)` in a loop you own, without `losses_after`",
+                    ValueError, r"update\(\) needs losses_after", _update_without_losses_after(name))
+            )  # fmt: skip
+    return rows
 
 
 def _nadam() -> object:
@@ -117,8 +172,6 @@ ROWS: list[Row] = [
         "1-D tensor or a sequence of scalar tensors, got NoneType", lambda s: s.step(lambda: None), _STEP),
     Row("python-floats", "closure returns Python floats", ValueError,
         "task loss 0 must be a scalar tensor, got float", lambda s: s.step(lambda: [1.0, 2.0]), _STEP),
-    Row("multi-batch-shape", "MoDo's closure returns `[m]` instead of `[3, m]` (3 batches)", ValueError,
-        r"needs 3 independent batches.*\[3, 2\]", _modo_rows, _STEP),
     # dtype, device, autograd
     Row("integer-dtype", "integer losses", ValueError, "floating point",
         lambda s: s.step(lambda: (s.losses() > 0).long()), _STEP),
@@ -153,11 +206,12 @@ ROWS: list[Row] = [
     Row("one-task", "MARIGOLD with 1 task", ValueError, "at least 2 tasks", lambda s: bm.Marigold(1)),
     Row("zero-tasks", "0 tasks", ValueError, "num_tasks", lambda s: LS(0)),
     Row("float-tasks", "`num_tasks=2.0`", ValueError, "num_tasks", lambda s: bm.Marigold(2.0)),
-    Row("unknown-mode", "`mode='fast'`", ValueError, "unknown mode", lambda s: bm.Marigold(M, mode="fast")),
+    Row("mode-argument", "`Marigold(m, mode='faithful')`: the modes are classes (`MarigoldFaithful`)",
+        TypeError, "has no mode argument", lambda s: bm.Marigold(M, mode="faithful")),
     Row("parametrization-size", "a parametrization for another number of tasks", ValueError,
         "for 2 tasks", lambda s: bm.Marigold(3, parametrization=Softmax(2))),
-    Row("perturbed-multi-direction", "`mode='perturbed'` with 2 directions per step", ValueError,
-        "num_directions=1", lambda s: bm.Marigold(M, estimator=SinglePoint(num_directions=2))),
+    Row("perturbed-multi-direction", "`Marigold` (the real step perturbed) with 2 directions per step",
+        ValueError, "num_directions=1", lambda s: bm.Marigold(M, estimator=SinglePoint(num_directions=2))),
     Row("nothing-trainable", "no trainable upper variable (frozen weights, no adversary)", ValueError,
         "neither",
         lambda s: bm.Marigold(
@@ -201,12 +255,15 @@ ROWS: list[Row] = [
     Row("gradient-accumulation", "a gradient left in `.grad` by a backward outside `step()`", ValueError,
         "gradient accumulation is not supported", _accumulate, _STEP),
     # the low-level path
-    Row("faithful-low-level", "`MarigoldFaithful().weights()` in a loop you own", RuntimeError,
-        "BalancedOptimizer", lambda s: bm.MarigoldFaithful(M).weights(torch.ones(M))),
-    Row("observe-first", "`observe()` before `weights()` (perturbed mode)", RuntimeError,
-        "must follow weights", lambda s: bm.Marigold(M).observe(torch.ones(M))),
-    Row("gradient-balancer-low-level", "a gradient balancer's `weights()` in a loop you own", RuntimeError,
-        "needs the step's autograd graph", lambda s: build_balancer("mgda", M).weights(torch.ones(M))),
+    Row("faithful-low-level",
+        "`MarigoldFaithful(m).weights()` in a loop you own (it is not a `LossBalancer`)", AttributeError,
+        "'MarigoldFaithful' object has no attribute 'weights'",
+        lambda s: bm.MarigoldFaithful(M).weights(torch.ones(M))),
+    Row("gradient-balancer-low-level",
+        "a gradient balancer's `decide()` from a lower level other than the step's", TypeError,
+        "need the step's autograd graph",
+        lambda s: build_balancer("mgda", M).decide(SimpleNamespace(losses=torch.ones(M)))),  # type: ignore[arg-type]
+    *declared_rows(),
 ]  # fmt: skip
 
 

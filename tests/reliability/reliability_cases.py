@@ -1,34 +1,30 @@
 """The balancers the reliability tests cover, and the small problem they train on.
 
-Every balancer of :mod:`bilevel_mtl.registry` is covered (the few that need an argument
-get it from :data:`EXTRA`), plus MARIGOLD's faithful mode: a balancer added to the
-registry is picked up by every reliability test without editing them. This module is
-also imported by the spawned DDP workers and the resume subprocess.
+Every class of :func:`bilevel_mtl.registry.balancer_classes` is a case, built from its
+declaration: the constructor arguments it ``requires`` come from :data:`ARGUMENTS` (by
+argument name), and what the tests check follows its declared ``simplex``, ``stateful``
+and ``num_batches``. A balancer added to the registry is picked up by every reliability
+test without editing them; :data:`VARIANTS` lists the few configurations beyond a
+class's defaults (GradDrop on the encoder's output). This module is also imported by
+the spawned DDP workers and the resume subprocess.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 import bilevel_mtl as bm
-from bilevel_mtl.balancers import LS
+from bilevel_mtl.balancers import GradDrop
+from bilevel_mtl.registry import balancer_classes
 
 M = 3
 DIM = 5
-
-try:
-    from bilevel_mtl.registry import BALANCERS, build_balancer
-except ImportError:  # before the balancers branch: LS and MARIGOLD only
-    BALANCERS = {"ls": None, "marigold": None}
-
-    def build_balancer(name: str, num_tasks: int, **kwargs: Any) -> bm.Balancer:
-        return LS(num_tasks) if name == "ls" else bm.Marigold(num_tasks, **kwargs)
 
 
 class Net(nn.Module):
@@ -44,49 +40,68 @@ class Net(nn.Module):
         return out
 
 
-def _extra(name: str, net: nn.Module) -> dict[str, Any]:
-    """Constructor arguments beyond the defaults, for the entries that need or benefit from one."""
-    return {
-        "stl": {"task": 0},
-        "mgda_ub": {"shared": net.trunk},
-        "dwa": {"window": 2},  # update its loss history within a short run
-        "sdmgrad": {"lr": 0.1, "num_iterations": 1},  # defaults reach the same vertex from any w here
-        "marigold": {"lr": 0.05},
-        "marigold_faithful": {"lr": 0.05, "mode": "faithful"},
-        "graddrop_representation": {"shared": net.trunk, "representation": True},
-    }.get(name, {})
+ARGUMENTS: dict[str, Callable[[nn.Module], Any]] = {
+    "task": lambda net: 0,
+    "shared": lambda net: net.trunk,
+}
+"""A value for each constructor argument a class may declare in ``requires`` (``net``: the
+case's network, whose ``trunk`` is the shared encoder)."""
+
+OPTIONS: dict[str, dict[str, Any]] = {
+    "dwa": {"window": 2},  # update its loss history within a short run
+    "sdmgrad": {"lr": 0.1, "num_iterations": 1},  # defaults reach the same vertex from any w here
+    "marigold": {"lr": 0.05},  # the upper level visibly moves within a few steps
+    "marigold_faithful": {"lr": 0.05},
+}
+"""Test-friendly options of some registered classes (any class works with its defaults)."""
 
 
-SIMPLEX = {"ls", "stl", "rlw", "dwa", "mgda", "mgda_ub", "moco", "modo", "sdmgrad", "marigold_faithful"}
-"""Entries whose reported weights the documentation puts on the probability simplex."""
+def required_arguments(cls: type[bm.Balancer]) -> list[str]:
+    """The constructor arguments ``cls`` declares as required (``requires`` entries not marked optional)."""
+    return [arg for arg, what in cls.requires.items() if not what.startswith("optional")]
 
 
 @dataclass(frozen=True)
 class Case:
-    """One balancer configuration."""
+    """One balancer configuration: a registered class and its constructor options."""
 
     name: str
-    simplex: bool
+    cls: type[bm.Balancer]
+    options: Mapping[str, Callable[[nn.Module], Any]] = field(default_factory=dict)
+    """Extra options (by name, a value from the network) beyond the required arguments."""
+
+    @property
+    def simplex(self) -> bool:
+        """Whether the class declares its weights on the probability simplex."""
+        return self.cls.simplex
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the class declares state carried from step to step."""
+        return self.cls.stateful
 
     def build(self, net: nn.Module, num_tasks: int = M) -> bm.Balancer:
         """The balancer for ``num_tasks`` tasks; ``net.trunk`` is the shared module where one is needed."""
-        registry_name = VARIANTS.get(self.name, self.name)
-        return build_balancer(registry_name, num_tasks, **_extra(self.name, net))
+        unknown = [arg for arg in required_arguments(self.cls) if arg not in ARGUMENTS]
+        assert not unknown, f"{self.cls.__name__} requires {unknown}: give ARGUMENTS a value"
+        kwargs = {arg: ARGUMENTS[arg](net) for arg in required_arguments(self.cls)}
+        kwargs.update(OPTIONS.get(self.name, {}))
+        kwargs.update({arg: value(net) for arg, value in self.options.items()})
+        return self.cls(num_tasks, **kwargs)
 
 
-VARIANTS = {"marigold_faithful": "marigold", "graddrop_representation": "graddrop"}
-"""Configurations beyond the registry's defaults: name -> registry entry."""
-
-CASES = [
-    Case(name, name in SIMPLEX)
-    for name in [*BALANCERS, *(v for v, base in VARIANTS.items() if base in BALANCERS)]
+VARIANTS: list[Case] = [
+    Case(
+        "graddrop_representation",
+        GradDrop,
+        {"shared": lambda net: net.trunk, "representation": lambda net: True},
+    ),
 ]
+"""Configurations beyond the classes' defaults, each named after its registry entry."""
+
+CASES = [Case(name, cls) for name, cls in balancer_classes().items()] + VARIANTS
 CASE_NAMES = [case.name for case in CASES]
-STATEFUL = [
-    case.name
-    for case in CASES
-    if case.name not in {"ls", "stl", "si", "mgda", "mgda_ub", "cagrad", "imtlg", "nashmtl"}
-]
+STATEFUL = [case.name for case in CASES if case.stateful]
 """Cases whose balancer carries state from step to step (checked: see test_checkpoint.py)."""
 
 
@@ -95,7 +110,7 @@ def case(name: str) -> Case:
 
 
 def num_batches(balancer: bm.Balancer) -> int:
-    return int(getattr(balancer, "num_batches", 1))
+    return balancer.num_batches
 
 
 def global_batch(step: int, size: int = 12, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import bilevel_mtl as bm
-from bilevel_mtl.balancers import MGDA
+from bilevel_mtl.balancers import MGDAUB
 
 UNSYNCED_CONTROLS = ["marigold", "marigold_faithful"]
 """Cases also run with ``process_group=None`` (no agreement between ranks): they must diverge."""
@@ -77,7 +77,7 @@ def _uneven_representation(rank: int) -> str:
     torch.manual_seed(0)
     net = Net().double()
     model = DistributedDataParallel(net)
-    balancer = MGDA(3, shared=net.trunk, representation=True)
+    balancer = MGDAUB(3, shared=net.trunk)
     trainer = bm.BalancedOptimizer(model, torch.optim.Adam(model.parameters()), balancer)
     x, y = global_batch(0)
     size = 4 + 2 * rank

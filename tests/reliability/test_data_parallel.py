@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
-from reliability_cases import CASE_NAMES, identical, max_abs_difference, train
+from reliability_cases import CASE_NAMES, CASES, identical, max_abs_difference, train
 from reliability_workers import UNSYNCED_CONTROLS, data_parallel_rank
 
 STEPS = 3
@@ -31,14 +31,9 @@ pytestmark = pytest.mark.skipif(
     reason="torch built without the gloo backend",
 )
 
-try:
-    from bilevel_mtl.registry import BALANCERS
-
-    LOSS_ONLY = {name for name, info in BALANCERS.items() if info.cost == "loss-only O(1)"}
-except ImportError:
-    LOSS_ONLY = {"ls"}
-FSDP_SUPPORTED = LOSS_ONLY | {"marigold"}
-"""Balancers that need only losses (no per-task gradient, no virtual look-ahead): FSDP works."""
+FSDP_SUPPORTED = {case.name for case in CASES if not {"gradients", "lookahead"} & case.cls.needs}
+"""Balancers whose declared ``needs`` hold no per-task gradient and no virtual look-ahead
+(they need only losses, those after the step included): FSDP works."""
 
 
 SPAWN_TIMEOUT_S = 600

@@ -11,7 +11,7 @@ from torch import nn
 
 import bilevel_mtl as bm
 from bilevel_mtl.balancers import LS
-from bilevel_mtl.estimators import SinglePoint, UpperObjective
+from bilevel_mtl.estimators import Estimate, SinglePoint, UpperObjective
 
 STEPS = 4
 
@@ -40,7 +40,11 @@ def test_bf16_autocast_trains_with_float32_weights(name: str) -> None:
     torch.testing.assert_close(first, exact, rtol=2e-2, atol=0)  # bf16 forward, same parameters
 
 
-@pytest.mark.parametrize("mode", ["perturbed", "faithful"])
+MARIGOLDS = {"perturbed": bm.Marigold, "faithful": bm.MarigoldFaithful}
+"""MARIGOLD's two algorithms: the real step perturbed (Algorithm 1), a virtual look-ahead (Algorithm 2)."""
+
+
+@pytest.mark.parametrize("mode", MARIGOLDS)
 def test_bf16_losses_keep_marigolds_perturbation(mode: str) -> None:
     """λ + r·u with r = 1e-3 must not be rounded to bf16 (spacing 2⁻⁹ near 1/2): the balancer
     computes in float32. At the first step λ is uniform, so ‖λ + r·u − 1/m‖ = r exactly."""
@@ -54,7 +58,7 @@ def test_bf16_losses_keep_marigolds_perturbation(mode: str) -> None:
 
     assert closure().dtype == torch.bfloat16
     estimator = _RecordingSinglePoint()
-    balancer = bm.Marigold(2, mode=mode, estimator=estimator)
+    balancer = MARIGOLDS[mode](2, estimator=estimator)
     trainer = bm.BalancedOptimizer(model, torch.optim.Adam(model.parameters()), balancer)
     record = trainer.step(closure)
     perturbed = record.weights if mode == "perturbed" else estimator.seen[0]
@@ -71,7 +75,7 @@ class _RecordingSinglePoint(SinglePoint):
 
     def estimate(
         self, objective: UpperObjective, weights: torch.Tensor, generator: torch.Generator
-    ) -> torch.Tensor:
+    ) -> Estimate:
         inner = objective.losses_after
 
         def losses_after(w: torch.Tensor) -> torch.Tensor:
@@ -79,7 +83,7 @@ class _RecordingSinglePoint(SinglePoint):
             return inner(w)
 
         objective.losses_after = losses_after
-        return super().estimate(objective, weights, generator).gradient
+        return super().estimate(objective, weights, generator)
 
 
 def _overflow_setup(mode: str) -> tuple[nn.Module, torch.optim.Optimizer, bm.BalancedOptimizer]:
@@ -87,7 +91,7 @@ def _overflow_setup(mode: str) -> tuple[nn.Module, torch.optim.Optimizer, bm.Bal
     model = nn.Linear(4, 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # gradients ~1e3: overflow
-    balancer: bm.Balancer = LS(2) if mode == "ls" else bm.Marigold(2, mode=mode, lr=0.05)
+    balancer: bm.Balancer = LS(2) if mode == "ls" else MARIGOLDS[mode](2, lr=0.05)
     return model, optimizer, bm.BalancedOptimizer(model, optimizer, balancer, scaler=scaler)
 
 
@@ -128,7 +132,7 @@ def test_cuda_autocast_with_a_scaler(dtype: torch.dtype, mode: str) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2)).cuda()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    balancer: bm.Balancer = LS(2) if mode == "ls" else bm.Marigold(2, mode=mode)
+    balancer: bm.Balancer = LS(2) if mode == "ls" else MARIGOLDS[mode](2)
     trainer = bm.BalancedOptimizer(model, optimizer, balancer, scaler=torch.amp.GradScaler("cuda"))
     x = torch.randn(32, 4, device="cuda")
 

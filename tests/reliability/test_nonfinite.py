@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_cases import CASE_NAMES, M, Net, case, closure_for, global_batch, identical, num_batches
+from reliability_cases import (
+    CASE_NAMES,
+    CASES,
+    M,
+    Net,
+    case,
+    closure_for,
+    global_batch,
+    identical,
+    num_batches,
+)
 
 import bilevel_mtl as bm
 
@@ -72,8 +82,12 @@ def _mask(position: int, value: float) -> Callable[[torch.Tensor, int], torch.Te
     return transform
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize("name", CASE_NAMES)
+def _loss_cases() -> list[Any]:
+    """(name, policy) for every case and policy."""
+    return [pytest.param(c.name, policy) for c in CASES for policy in POLICIES]
+
+
+@pytest.mark.parametrize(("name", "policy"), _loss_cases())
 def test_nonfinite_task_losses_stop_the_step_before_anything_moves(name: str, policy: str) -> None:
     net, optimizer, trainer, closure = _setup(name, policy)
     for position in range(M):

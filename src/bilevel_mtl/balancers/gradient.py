@@ -133,7 +133,7 @@ class GradientBalancer(Balancer):
             combination, gradients = self._decide_parameters(context)
         return Decision(
             losses=context.losses,
-            weights=combination.weights.detach(),
+            weights=combination.weights.detach().to(context.losses),
             gradients=gradients,
             pending=dict(combination.state),
         )

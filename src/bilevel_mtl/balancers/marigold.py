@@ -160,6 +160,11 @@ class Marigold(UpperLevel, LossBalancer):
     needs = frozenset({"losses_after"})
 
     def __init__(self, num_tasks: int, **options: Any) -> None:
+        if "mode" in options:
+            raise TypeError(
+                "Marigold has no mode argument since 0.2: Marigold(m) is the former mode='perturbed', "
+                "MarigoldFaithful(m) the former mode='faithful' (the paper's Algorithm 2)"
+            )
         super().__init__(num_tasks, **options)
         if not (isinstance(self.estimator, SinglePoint) and self.estimator.num_directions == 1):
             raise ValueError(

@@ -65,19 +65,19 @@ class ZerothOrder(Estimator):
       parametrization (:class:`~bilevel_mtl.Marigold`) therefore needs no change. Simplex
       weights only;
     * ``"log-weights"``: :math:`\lambda \odot e^{ru}` (positive, off-simplex weights such as
-      :class:`~bilevel_mtl.PositiveWeights`); the estimate :math:`\hat g_s` of
+      :class:`~bilevel_mtl.parametrizations.PositiveWeights`); the estimate :math:`\hat g_s` of
       :math:`\nabla_s\Phi(e^s)` is returned as :math:`\hat g_s \oslash \lambda`, which chains
       exactly through :math:`\omega = e^s`.
 
     All evaluations of one estimate share the step's batch and dropout masks (common
-    random numbers: :meth:`bilevel_mtl.StepContext.losses_at` replays the random state
+    random numbers: :meth:`bilevel_mtl.context.StepContext.losses_at` replays the random state
     of the step's own forward pass), so differences of Φ measure the perturbation only.
 
     A subclass says at which points Φ is evaluated (:meth:`points`) and how the
     values weigh each direction (:meth:`coefficients`); the rest (sampling, the
     perturbation space, averaging) lives here. The pieces are public so a balancer
     can take the real step at a perturbed point and combine later
-    (``Marigold(mode="perturbed")``), and so tests can draw many samples at once.
+    (:class:`~bilevel_mtl.Marigold`), and so tests can draw many samples at once.
     """
 
     evaluations_per_direction: ClassVar[int]

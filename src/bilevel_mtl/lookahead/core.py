@@ -43,8 +43,8 @@ class LookAhead:
         if rule is None:
             raise TypeError(
                 f"look-ahead does not support {type(optimizer).__name__}; supported optimizers: "
-                f"{_supported_names()}. Use a balancer mode that takes the real step "
-                "(e.g. Marigold(mode='perturbed')) for other optimizers."
+                f"{_supported_names()}. Use a balancer that measures the real step "
+                "(e.g. Marigold) for other optimizers."
             )
         if eps_root < 0:
             raise ValueError(f"eps_root must be >= 0, got {eps_root}")
