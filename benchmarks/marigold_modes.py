@@ -1,10 +1,12 @@
 """Quality and cost of MARIGOLD configurations against LS on the demo problem.
 
-Usage: python benchmarks/marigold_modes.py [--steps N] [--seeds 0 1 2] [--upper-lrs 1e-4 1e-3]
+Usage: python -m benchmarks.marigold_modes [--steps N] [--seeds 0 1 2] [--upper-lrs 1e-4 1e-3]
        [--variants modes estimators] [--out DIR]
 ``modes`` compares the two modes with the paper's estimator; ``estimators`` compares the
 faithful mode with the tangent two-point estimator, on the paper's absolute criterion and
 on the relative one. Writes DIR/<variant>.json (with command, commit and device).
+A study of the demo problem (:mod:`bilevel_mtl.demo`), not one of the suites of ``python -m benchmarks``;
+``python benchmarks/marigold_modes.py`` runs it too.
 """
 
 from __future__ import annotations
@@ -21,13 +23,19 @@ from pathlib import Path
 
 import torch
 
-from bilevel_mtl import LS, Balancer, Marigold, TwoPoint, WorstCaseDecrement
+from bilevel_mtl.balancers import LS, Balancer, Marigold
+from bilevel_mtl.criteria import WorstCaseDecrement
 from bilevel_mtl.demo import train
+from bilevel_mtl.estimators import TwoPoint
 
 
 def variants(upper_lr: float) -> dict[str, dict[str, Callable[[], Balancer]]]:
-    relative = lambda: WorstCaseDecrement(3, relative=True)  # noqa: E731
-    two_point = lambda: TwoPoint(directions="tangent")  # noqa: E731
+    def relative() -> WorstCaseDecrement:
+        return WorstCaseDecrement(3, relative=True)
+
+    def two_point() -> TwoPoint:
+        return TwoPoint(directions="tangent")
+
     return {
         "modes": {
             "LS": lambda: LS(3),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.toy import CAGRAD_STARTS, ToyTwoTask, pareto_front, pareto_stationarity
 from bilevel_mtl import BalancedOptimizer, Marigold
-from bilevel_mtl.bench.toy import CAGRAD_STARTS, ToyTwoTask, pareto_front, pareto_stationarity
 from bilevel_mtl.registry import BALANCERS, build_balancer
 
 SCALE = 0.1  # the Nash-MTL/FAMO version of the toy (task 1 scaled down)
