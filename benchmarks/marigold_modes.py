@@ -5,8 +5,9 @@ Usage: python -m benchmarks.marigold_modes [--steps N] [--seeds 0 1 2] [--upper-
 ``modes`` compares the two modes with the paper's estimator; ``estimators`` compares the
 faithful mode with the tangent two-point estimator, on the paper's absolute criterion and
 on the relative one. Writes DIR/<variant>.json (with command, commit and device).
-A study of the demo problem (:mod:`bilevel_mtl.demo`), not one of the suites of ``python -m benchmarks``;
-``python benchmarks/marigold_modes.py`` runs it too.
+A study of the demo problem (:mod:`bilevel_mtl.demo`), not one of the suites of ``python -m benchmarks``.
+Run it from the repository root with ``-m``: as a script, its folder would come first on
+``sys.path`` and the harness's modules (``estimators``, ``datasets``, ...) would shadow others.
 """
 
 from __future__ import annotations
