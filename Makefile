@@ -18,7 +18,7 @@ test: $(BIN)/python  ## the test suite
 	$(INSTALL) -e ".[test,bench]"
 	$(BIN)/python -m pytest -n 2 -q
 
-lint: $(BIN)/python  ## ruff and mypy (strict on the package)
+lint: $(BIN)/python  ## ruff and mypy (strict on the package and the benchmark harness)
 	$(INSTALL) -e ".[dev]"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,10 +1,13 @@
 """Quality and cost of MARIGOLD configurations against LS on the demo problem.
 
-Usage: python benchmarks/marigold_modes.py [--steps N] [--seeds 0 1 2] [--upper-lrs 1e-4 1e-3]
+Usage: python -m benchmarks.marigold_modes [--steps N] [--seeds 0 1 2] [--upper-lrs 1e-4 1e-3]
        [--variants modes estimators] [--out DIR]
 ``modes`` compares the two modes with the paper's estimator; ``estimators`` compares the
 faithful mode with the tangent two-point estimator, on the paper's absolute criterion and
 on the relative one. Writes DIR/<variant>.json (with command, commit and device).
+A study of the demo problem (:mod:`bilevel_mtl.demo`), not one of the suites of ``python -m benchmarks``.
+Run it from the repository root with ``-m``: as a script, its folder would come first on
+``sys.path`` and the harness's modules (``estimators``, ``datasets``, ...) would shadow others.
 """
 
 from __future__ import annotations
@@ -21,26 +24,32 @@ from pathlib import Path
 
 import torch
 
-from bilevel_mtl import LS, Balancer, Marigold, TwoPoint, WorstCaseDecrement
+from bilevel_mtl.balancers import LS, Balancer, Marigold, MarigoldFaithful
+from bilevel_mtl.criteria import WorstCaseDecrement
 from bilevel_mtl.demo import train
+from bilevel_mtl.estimators import TwoPoint
 
 
 def variants(upper_lr: float) -> dict[str, dict[str, Callable[[], Balancer]]]:
-    relative = lambda: WorstCaseDecrement(3, relative=True)  # noqa: E731
-    two_point = lambda: TwoPoint(directions="tangent")  # noqa: E731
+    def relative() -> WorstCaseDecrement:
+        return WorstCaseDecrement(3, relative=True)
+
+    def two_point() -> TwoPoint:
+        return TwoPoint(directions="tangent")
+
     return {
         "modes": {
             "LS": lambda: LS(3),
-            "MARIGOLD perturbed": lambda: Marigold(3, mode="perturbed", lr=upper_lr),
-            "MARIGOLD faithful": lambda: Marigold(3, mode="faithful", lr=upper_lr),
+            "MARIGOLD perturbed": lambda: Marigold(3, lr=upper_lr),
+            "MARIGOLD faithful": lambda: MarigoldFaithful(3, lr=upper_lr),
         },
         "estimators": {
             "LS": lambda: LS(3),
-            "faithful two-point": lambda: Marigold(3, mode="faithful", lr=upper_lr, estimator=two_point()),
-            "faithful two-point relative": lambda: Marigold(
-                3, mode="faithful", lr=upper_lr, estimator=two_point(), criterion=relative()
+            "faithful two-point": lambda: MarigoldFaithful(3, lr=upper_lr, estimator=two_point()),
+            "faithful two-point relative": lambda: MarigoldFaithful(
+                3, lr=upper_lr, estimator=two_point(), criterion=relative()
             ),
-            "perturbed relative": lambda: Marigold(3, mode="perturbed", lr=upper_lr, criterion=relative()),
+            "perturbed relative": lambda: Marigold(3, lr=upper_lr, criterion=relative()),
         },
     }
 

@@ -1,6 +1,6 @@
 """Write the docs' benchmark tables and redraw the figures from the committed results files.
 
-    PYTHONPATH=src python scripts/bench_report.py
+    PYTHONPATH=src python scripts/bench_report.py   # this checkout's library and harness
         # reads benchmarks/results/*/{quality,aux,cost}.json,
         # writes docs/benchmarks/_tables/<folder>.md and the PNGs next to each results file
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,9 @@ def cost_table(payload: dict[str, Any]) -> str:
 
 def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
     """The runner's figures, drawn again from the results file."""
-    from bilevel_mtl.bench.plots import plot_cost, plot_delta_m_vs_time, plot_trajectories, plot_weights
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # the harness, `benchmarks/`, is not installed
+    from benchmarks.plots import plot_cost, plot_delta_m_vs_time, plot_trajectories, plot_weights
 
     records = payload["records"]
     if stem == "quality":

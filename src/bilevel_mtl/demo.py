@@ -19,7 +19,6 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from .balancers import LS, Balancer, Marigold, MarigoldFaithful
 from .training import BalancedOptimizer
@@ -111,6 +110,8 @@ def train(
         model = DemoModel()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         runs.append(_Run(name, model, BalancedOptimizer(model, optimizer, factory())))
+    from tqdm import tqdm  # on use: `import bilevel_mtl` and `bilevel-mtl list` do not need it
+
     g = torch.Generator().manual_seed(seed + 1)
     last_weights: dict[str, Tensor] = {}
     for _ in tqdm(range(steps), desc="training", disable=not progress, unit="step"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bilevel_mtl as bm
-from bilevel_mtl.bench.toy import ToyTwoTask, pareto_stationarity
+from benchmarks.toy import ToyTwoTask, pareto_stationarity
 
 SCALE = 0.1
 

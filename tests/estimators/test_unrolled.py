@@ -153,9 +153,20 @@ def test_finite_when_some_coordinates_have_zero_gradient() -> None:
         random_adversary(WorstCaseDecrement(3).double(), 5), step_context(model, opt, closure)
     )
     assert float(opt.state[model[0].weight]["exp_avg_sq"][:, 0].abs().max()) == 0.0
+    h = 1e-6
     for estimator in (Unrolled(1), Unrolled(2), Exact()):
         grad = estimator.estimate(objective, LAM, torch.Generator()).gradient
         assert bool(torch.isfinite(grad).all()) and float(grad.norm()) > 0
+        # ... and right: central differences of the same k-step objective.
+        steps = estimator.steps if isinstance(estimator, Unrolled) else 1
+        value = Unrolled(steps).value
+        fd = torch.stack(
+            [
+                (value(objective, LAM + h * e) - value(objective, LAM - h * e)) / (2 * h)
+                for e in torch.eye(3, dtype=torch.float64)
+            ]
+        )
+        torch.testing.assert_close(grad, fd.detach(), rtol=1e-5, atol=1e-10)
     assert bool(
         torch.isnan(Unrolled(1, eps_root=0.0).estimate(objective, LAM, torch.Generator()).gradient).any()
     )

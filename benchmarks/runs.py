@@ -31,12 +31,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..balancers import STL, Balancer
-from ..balancers.gradient import GradientBalancer
-from ..criteria import FunctionCriterion
-from ..parametrizations import Softmax
-from ..registry import BALANCERS, build_balancer
-from ..training import BalancedOptimizer
+from bilevel_mtl.balancers import STL, Balancer, GradientBalancer
+from bilevel_mtl.criteria import FunctionCriterion
+from bilevel_mtl.parametrizations import Softmax
+from bilevel_mtl.registry import balancer_classes, build_balancer
+from bilevel_mtl.training import BalancedOptimizer
+
 from .datasets import Splits, iterate_batches, to_device
 from .suites import Suite
 
@@ -55,7 +55,7 @@ def worst_relative_change(losses_before: torch.Tensor, losses_after: torch.Tenso
 
 def method_names() -> list[str]:
     """Every name :func:`build_method` accepts."""
-    return sorted([*BALANCERS, *EXTRA_METHODS])
+    return sorted([*balancer_classes(), *EXTRA_METHODS])
 
 
 def shared_module(model: nn.Module) -> nn.Module | None:
@@ -99,15 +99,15 @@ def build_method(spec: str, num_tasks: int, model: nn.Module, seed: int = 0, **k
     name, options = split_method(spec)
     kwargs = {**options, **kwargs}
     if name == "marigold-faithful":
-        return build_balancer("marigold", num_tasks, mode="faithful", seed=seed, **kwargs)
+        return build_balancer("marigold_faithful", num_tasks, seed=seed, **kwargs)
     if name in ("marigold-relative", "marigold-relative-softmax"):
         criterion = FunctionCriterion(worst_relative_change)
         if name == "marigold-relative-softmax":
             kwargs.setdefault("parametrization", Softmax(num_tasks))
         return build_balancer("marigold", num_tasks, criterion=criterion, seed=seed, **kwargs)
-    if name not in BALANCERS:
+    if name not in balancer_classes():
         raise ValueError(f"unknown method {name!r}; choose from {method_names()}")
-    factory = BALANCERS[name].resolve()
+    factory = balancer_classes()[name]
     if isinstance(factory, type) and issubclass(factory, GradientBalancer):
         kwargs.setdefault("shared", shared_module(model))
     if "seed" in inspect.signature(factory).parameters:
@@ -132,17 +132,23 @@ def device_string(device: torch.device | str = "cpu") -> str:
     return text
 
 
+# The code a run executes, relative to the repository root: the library and the harness
+# (not the harness's tests or results).
+CODE_PATHS = ("src/bilevel_mtl", "benchmarks", ":(exclude)benchmarks/results", ":(exclude)benchmarks/tests")
+
+
 def git_commit() -> str:
-    """The commit of the source tree this package runs from; ``+dirty`` when the package's own
-    files (``src/bilevel_mtl``) have uncommitted changes (edits to docs or results do not count)."""
-    here = Path(__file__).resolve().parent.parent
+    """The commit of the checkout this harness runs from; ``+dirty`` when the code a run executes
+    (:data:`CODE_PATHS`: ``src/bilevel_mtl`` and ``benchmarks``) has uncommitted changes (edits to
+    docs, tests or results do not count)."""
+    root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
-            cwd=here,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+            cwd=root,
             capture_output=True,
             text=True,
             check=True,
@@ -156,7 +162,7 @@ def provenance(args: Any, seeds: Sequence[int], device: torch.device | str = "cp
     """How a results file was made: command, parsed arguments, commit, device, torch version, seeds."""
     arguments = {key: value for key, value in vars(args).items() if not callable(value)}
     return {
-        "command": shlex.join(["bilevel-mtl", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
         "arguments": json.loads(json.dumps(arguments, default=str)),
         "git_commit": git_commit(),
         "device": device_string(device),

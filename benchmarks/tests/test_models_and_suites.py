@@ -9,16 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bilevel_mtl
-from bilevel_mtl.bench import SUITES, iterate_batches, make_suite
-from bilevel_mtl.bench.losses import (
+from benchmarks import SUITES, iterate_batches, make_suite
+from benchmarks.losses import (
     columnwise_cross_entropy,
     depth_loss,
     masked_binary_cross_entropy,
     normals_loss,
     segmentation_loss,
 )
-from bilevel_mtl.bench.models import AdsModel, DigitsCNN, ManyTasksMLP, MTANLite, SegNetLite
+from benchmarks.models import AdsModel, DigitsCNN, ManyTasksMLP, MTANLite, SegNetLite
+from bilevel_mtl.balancers import LS
+from bilevel_mtl.training import BalancedOptimizer
 
 
 def _backward_reaches_every_parameter(model: torch.nn.Module, outputs: dict[str, torch.Tensor]) -> None:
@@ -101,7 +102,7 @@ def test_each_suite_trains_with_ls_and_evaluates(name: str, tmp_path: Path) -> N
     model = suite.model(seed=0)
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.Adam(model.parameters(), lr=suite.training.learning_rate)
-    trainer = bilevel_mtl.BalancedOptimizer(model, optimizer, bilevel_mtl.LS(suite.num_tasks))
+    trainer = BalancedOptimizer(model, optimizer, LS(suite.num_tasks))
     steps = 0
     for inputs, targets in iterate_batches(data.train, suite.training.batch_size, shuffle=True, seed=0):
         record = trainer.step(lambda: suite.task_losses(model(inputs), targets))  # noqa: B023

@@ -1,4 +1,4 @@
-"""``bilevel-mtl bench data``: generate (or find in the cache) the data sets of some suites and time it."""
+"""``python -m benchmarks data``: generate (or find in the cache) the data sets of some suites and time it."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bilevel_mtl.bench.cache import cache_path
-from bilevel_mtl.bench.data.scenes import (
+from benchmarks.cache import cache_path
+from benchmarks.data.scenes import (
     OUTDOOR_CLASSES,
     ScenesConfig,
     ScenesDirectory,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from bilevel_mtl.bench.cache import CACHE_ENV, cache_root, cached_arrays
-from bilevel_mtl.bench.data.ads import AdsConfig, generate_ads, load_ads
-from bilevel_mtl.bench.data.digits import DigitsConfig, compose, generate_digits, load_sklearn_digits
-from bilevel_mtl.bench.data.manytasks import ManyTasksConfig, generate_manytasks, load_manytasks
-from bilevel_mtl.bench.datasets import TensorDictDataset, iterate_batches
-from bilevel_mtl.bench.metrics import normalized_entropy
+from benchmarks.cache import CACHE_ENV, cache_root, cached_arrays
+from benchmarks.data.ads import AdsConfig, generate_ads, load_ads
+from benchmarks.data.digits import DigitsConfig, compose, generate_digits, load_sklearn_digits
+from benchmarks.data.manytasks import ManyTasksConfig, generate_manytasks, load_manytasks
+from benchmarks.datasets import TensorDictDataset, iterate_batches
+from benchmarks.metrics import normalized_entropy
 
 DIGITS = DigitsConfig(num_train=50, num_test=20)
 MANY = ManyTasksConfig(num_tasks=12, num_train=3000, num_test=50, classification_fraction=0.25)

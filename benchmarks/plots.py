@@ -22,7 +22,7 @@ def _save(figure: Any, path: Path) -> None:
 
 def plot_delta_m_vs_time(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
     """Per method, Δm% after each epoch against cumulative training time (both averaged over seeds):
-    CPU time where the records have it (see :class:`~bilevel_mtl.bench.runs.RunResult`), else wall time."""
+    CPU time where the records have it (see :class:`~benchmarks.runs.RunResult`), else wall time."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     axes.set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(0, 20, 2)] + ["black", "olive"])
     methods = [m for m in dict.fromkeys(r["method"] for r in records) if m != "stl"]

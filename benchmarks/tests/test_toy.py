@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bilevel_mtl.bench.toy import LOWER_BOUND, ToyTwoTask, pareto_front, pareto_stationarity, toy_losses
+from benchmarks.toy import LOWER_BOUND, ToyTwoTask, pareto_front, pareto_stationarity, toy_losses
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.1])

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bilevel_mtl.bench.data.raycast import Box, Camera, Cylinder, Scene, Sphere, yaw_matrix
+from benchmarks.data.raycast import Box, Camera, Cylinder, Scene, Sphere, yaw_matrix
 
 FRONT_WALL = 5  # +z face of a room box
 

@@ -3,7 +3,7 @@
 Every suite's samples are ``(inputs, targets)`` where ``targets`` maps a target
 name to a tensor. Any ``torch.utils.data.Dataset`` yielding that shape can stand
 in for the generated data (e.g. the real NYUv2 files, see
-:class:`bilevel_mtl.bench.data.scenes.ScenesDirectory`).
+:class:`benchmarks.data.scenes.ScenesDirectory`).
 """
 
 from __future__ import annotations

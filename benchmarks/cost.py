@@ -1,4 +1,4 @@
-r"""``bilevel-mtl bench cost``: per-step time and peak memory of each method relative to LS, against m.
+r"""``python -m benchmarks cost``: per-step time and peak memory of each method relative to LS, against m.
 
 Protocol (``BENCHMARKS.md``, cost): for every number of tasks ``m`` (ManyTasks MLP, and
 every ``--hidden`` width d), LS and the method each get their own copy of the same
@@ -50,7 +50,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..training import BalancedOptimizer
+from bilevel_mtl.training import BalancedOptimizer
+
 from .datasets import iterate_batches, to_device
 from .quality import DEFAULT_METHODS as QUALITY_METHODS
 from .runs import (

@@ -1,4 +1,8 @@
-"""Benchmark building blocks (data sets, models, metrics, suites) used by ``bilevel-mtl bench``.
+"""The benchmark harness of bilevel-mtl: data sets, models, metrics, suites and their runners.
+
+It lives next to the library in the repository and is not installed with it: run it from the
+repository root as ``python -m benchmarks data|quality|aux|cost|estimators ...``
+(``pip install -e ".[bench]"`` brings its dependencies).
 
 A runner needs only :func:`make_suite` and :func:`iterate_batches`::
 

@@ -4,7 +4,7 @@ Stands in for NYUv2 (``variant="indoor"``: a room with floor, walls, ceiling,
 paintings, boxes, spheres and cylinders under a point light) and for Cityscapes
 (``variant="outdoor"``: a street with road, sidewalks, buildings, cars, poles,
 trees and sky under the sun). Each image is ray-cast analytically
-(:mod:`bilevel_mtl.bench.data.raycast`), shaded (Lambert, shadows, procedural
+(:mod:`benchmarks.data.raycast`), shaded (Lambert, shadows, procedural
 textures, exposure jitter, Gaussian noise) and labelled exactly:
 
 * ``segmentation`` ``[H, W]`` int64 class ids (``-1`` would mean unlabelled);

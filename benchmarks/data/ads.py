@@ -16,7 +16,7 @@ click ~ Bernoulli(σ(logit_click)), conv|click ~ Bernoulli(σ(logit_conv|click))
 conv = click · conv|click; the biases :math:`b_1, b_2` are set by bisection so the
 mean probabilities equal ``click_rate`` and ``conversion_rate``.
 
-A larger teacher (:class:`~bilevel_mtl.bench.models.AdsModel` on ids, dense and
+A larger teacher (:class:`~benchmarks.models.AdsModel` on ids, dense and
 privileged features) is trained first on the training split plus
 ``num_teacher_extra`` further impressions (more history than the student sees),
 with click and conv|click losses. Its click probability on the training and test

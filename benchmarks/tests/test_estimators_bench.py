@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bilevel_mtl.bench.estimator_problems import PROBLEMS
-from bilevel_mtl.bench.profiling import peak_extra_bytes
-from bilevel_mtl.cli import main
+from benchmarks.cli import main
+from benchmarks.estimator_problems import PROBLEMS
+from benchmarks.profiling import peak_extra_bytes
 
 FIELDS = {
     "estimator",
@@ -29,7 +29,6 @@ FIELDS = {
 
 def test_quick_run_writes_records_and_plots(tmp_path: Path) -> None:
     args = [
-        "bench",
         "estimators",
         "--quick",
         "--out",

@@ -1,4 +1,4 @@
-r"""``bilevel-mtl bench quality``: train every method on a suite, report Δm%, mean rank and metrics.
+r"""``python -m benchmarks quality``: train every method on a suite, report Δm%, mean rank and metrics.
 
 For each seed (the outer loop, so that a run cut short still has every method for the
 first seeds) STL is trained first (one model per task), then each method. A record holds

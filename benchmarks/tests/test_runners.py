@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain
+from benchmarks.cli import main
+from benchmarks.runs import build_method, split_method, worst_relative_change
 from bilevel_mtl.balancers import PCGrad
-from bilevel_mtl.bench import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain
-from bilevel_mtl.bench.runs import build_method, split_method, worst_relative_change
-from bilevel_mtl.cli import main
 from bilevel_mtl.criteria import FunctionCriterion
 from bilevel_mtl.parametrizations import Softmax
 
@@ -44,7 +44,7 @@ def read(out: Path, stem: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
 
 def test_quality_records_delta_m_and_ranks(tmp_path: Path) -> None:
     out = tmp_path / "quality"
-    argv = ["bench", "quality", "--suite", "manytasks", "--size", "tiny", "--seeds", "0", "1"]
+    argv = ["quality", "--suite", "manytasks", "--size", "tiny", "--seeds", "0", "1"]
     argv += ["--epochs", "2", "--average-last", "2", "--methods", "ls", "pcgrad", "marigold:lr=0.01"]
     argv += ["--out", str(out), "--no-progress", "--set", "num_train=48"]
     assert main(argv) == 0
@@ -83,7 +83,7 @@ def test_quality_records_delta_m_and_ranks(tmp_path: Path) -> None:
 
 def test_quality_resume_keeps_earlier_records(tmp_path: Path) -> None:
     out = tmp_path / "digits"
-    base = ["bench", "quality", "--suite", "digits", "--size", "tiny", "--out", str(out), "--no-progress"]
+    base = ["quality", "--suite", "digits", "--size", "tiny", "--out", str(out), "--no-progress"]
     assert main([*base, "--seeds", "0", "--methods", "ls"]) == 0
     first = json.loads((out / "quality.json").read_text())["records"]
     assert main([*base, "--seeds", "0", "--methods", "ls", "famo", "--resume"]) == 0
@@ -98,7 +98,7 @@ def test_quality_resume_keeps_earlier_records(tmp_path: Path) -> None:
 
 def test_aux_ne_gain_against_ls(tmp_path: Path) -> None:
     out = tmp_path / "ads"
-    argv = ["bench", "aux", "--size", "tiny", "--seeds", "0", "--methods", "ls", "stl", "marigold-aux"]
+    argv = ["aux", "--size", "tiny", "--seeds", "0", "--methods", "ls", "stl", "marigold-aux"]
     argv += ["--upper-lrs", "0.5", "--out", str(out), "--no-progress", "--weight-every", "1"]
     assert main(argv) == 0
     payload, _ = read(out, "aux")
@@ -120,7 +120,7 @@ def test_aux_ne_gain_against_ls(tmp_path: Path) -> None:
 
 def test_cost_ratios_and_memory(tmp_path: Path) -> None:
     out = tmp_path / "cost"
-    argv = ["bench", "cost", "--quick", "--methods", "famo", "pcgrad", "--out", str(out), "--no-progress"]
+    argv = ["cost", "--quick", "--methods", "famo", "pcgrad", "--out", str(out), "--no-progress"]
     argv += ["--warmup", "1", "--batch-size", "16", "--hidden", "8"]
     assert main(argv) == 0
     payload, _ = read(out, "cost")
@@ -170,14 +170,14 @@ def test_method_specs() -> None:
 
 
 def test_aux_records_a_failing_method_and_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bilevel_mtl.bench.aux as aux
+    import benchmarks.aux as aux
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("losses must be > 0")
 
     monkeypatch.setattr(aux, "aux_balancer", broken)
     out = tmp_path / "ads"
-    argv = ["bench", "aux", "--size", "tiny", "--seeds", "0", "--methods", "ls", "marigold-aux", "stl"]
+    argv = ["aux", "--size", "tiny", "--seeds", "0", "--methods", "ls", "marigold-aux", "stl"]
     argv += ["--upper-lrs", "0.1", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     payload = json.loads((out / "aux.json").read_text())

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bilevel_mtl.bench.metrics import (
+from benchmarks.metrics import (
     Accuracy,
     ColumnwiseAccuracy,
     ColumnwiseMSE,

@@ -1,4 +1,4 @@
-"""``bilevel-mtl bench estimators``: bias, variance, cosine, time and memory of every hypergradient estimator.
+"""``python -m benchmarks estimators``: bias, variance, cosine, time and memory of each estimator.
 
 For each problem (quadratic bilevel, MLP, SegNet-lite) and number of tasks ``m``,
 at one fixed training step (warm optimizer, fixed batch, MARIGOLD's criterion with
@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..balancers import LS
-from ..context import StepContext
-from ..criteria import WorstCaseDecrement
-from ..estimators import (
+from bilevel_mtl.balancers import LS
+from bilevel_mtl.context import StepContext
+from bilevel_mtl.criteria import WorstCaseDecrement
+from bilevel_mtl.estimators import (
     Estimator,
     Exact,
     ForwardDifference,
@@ -41,7 +41,8 @@ from ..estimators import (
     ZerothOrder,
     project_tangent,
 )
-from ..training import BalancedOptimizer
+from bilevel_mtl.training import BalancedOptimizer
+
 from .estimator_problems import PROBLEMS, Problem
 from .profiling import describe_device, interleaved_ratio, peak_extra_bytes
 
@@ -271,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     if samples < 2 or repeats < 1 or min(tasks) < 2:
         raise ValueError("need --samples >= 2, --repeats >= 1 and every m >= 2")
     meta = {
-        "command": " ".join(["bilevel-mtl", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "benchmarks", *sys.argv[1:]]),
         "arguments": {k: str(v) for k, v in vars(args).items()},
         "commit": _git_commit(),
         "device": describe_device(torch.device("cpu")),

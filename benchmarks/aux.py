@@ -1,4 +1,4 @@
-r"""``bilevel-mtl bench aux``: auxiliary learning on the Ads suite (the MARIGOLD paper's Table 4 analogue).
+r"""``python -m benchmarks aux``: auxiliary learning on the Ads suite (the MARIGOLD paper's Table 4 analogue).
 
 The main task is ``click``. The lower level trains on
 
@@ -29,9 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..balancers import STL, Balancer, Marigold
-from ..criteria import MainTaskLoss
-from ..parametrizations import PositiveWeights
+from bilevel_mtl.balancers import STL, Balancer, Marigold, MarigoldFaithful
+from bilevel_mtl.criteria import MainTaskLoss
+from bilevel_mtl.parametrizations import PositiveWeights
+
 from .metrics import ne_gain
 from .quality import add_common_arguments, resolve, suite_description
 from .runs import build_method, mean_std, pick_device, provenance, train_run, write_results
@@ -59,9 +60,9 @@ def aux_balancer(suite: Suite[Any], learnt: tuple[str, ...], lr: float, mode: st
     assert suite.main_task is not None
     main = suite.tasks.index(suite.main_task)
     trainable = [task in learnt for task in suite.tasks]
-    return Marigold(
+    cls = MarigoldFaithful if mode == "faithful" else Marigold
+    return cls(
         suite.num_tasks,
-        mode=mode,
         lr=lr,
         criterion=MainTaskLoss(suite.num_tasks, main=main),
         parametrization=PositiveWeights(suite.num_tasks, init=1.0, trainable=trainable),

@@ -5,7 +5,7 @@ defaults) and gives:
 
 * ``tasks`` (the order of the loss vector), ``main_task`` (auxiliary learning),
   ``metrics`` (names, tasks and directions) and ``higher_is_better``;
-* ``datasets(seed)``: train/test :class:`~bilevel_mtl.bench.datasets.Splits`
+* ``datasets(seed)``: train/test :class:`~benchmarks.datasets.Splits`
   (generated once per data seed, cached on disk);
 * ``model(seed)``: a fresh model whose ``forward`` returns a dict of outputs;
 * ``task_losses(outputs, targets) -> Tensor[m]``, the closure's return value;
