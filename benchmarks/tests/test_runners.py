@@ -14,7 +14,7 @@ import torch
 from benchmarks import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain
 from benchmarks.cli import main
 from benchmarks.runs import build_method, split_method, worst_relative_change
-from bilevel_mtl.balancers import PCGrad
+from bilevel_mtl.balancers import MarigoldFaithful, PCGrad
 from bilevel_mtl.criteria import FunctionCriterion
 from bilevel_mtl.parametrizations import Softmax
 
@@ -155,7 +155,7 @@ def test_method_specs() -> None:
     pcgrad = build_method("pcgrad", 2, model)
     assert isinstance(pcgrad, PCGrad)
     faithful = build_method("marigold-faithful", 2, model, seed=3)
-    assert faithful.mode == "faithful"
+    assert isinstance(faithful, MarigoldFaithful)
     torch.testing.assert_close(build_method("ls", 2, model).weights(torch.ones(2)), torch.full((2,), 0.5))
     relative = build_method("marigold-relative:lr=0.01", 2, model)
     assert isinstance(relative.criterion, FunctionCriterion) and relative.lr == 0.01
