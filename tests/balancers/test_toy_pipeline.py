@@ -6,8 +6,8 @@ import pytest
 import torch
 from balancer_cases import required_arguments
 
-from bilevel_mtl import BalancedOptimizer, Marigold
 from benchmarks.toy import CAGRAD_STARTS, ToyTwoTask, pareto_front, pareto_stationarity
+from bilevel_mtl import BalancedOptimizer, Marigold
 from bilevel_mtl.registry import balancer_classes, build_balancer
 
 SCALE = 0.1  # the Nash-MTL/FAMO version of the toy (task 1 scaled down)
