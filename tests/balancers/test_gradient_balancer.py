@@ -189,6 +189,60 @@ def test_deciding_writes_no_gradient_and_heads_get_the_weighted_gradient() -> No
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14, msg=f"shape {tuple(param.shape)}")
 
 
+TRAINER_WRITES = {
+    "mgda": lambda model: MGDA(M),
+    "mgda-shared": lambda model: MGDA(M, shared=model.encoder),
+    "graddrop": lambda model: GradDrop(M, seed=0),  # an explicit direction, not w @ G
+    "mgda-representation": lambda model: MGDA(M, shared=model.encoder, representation=True),
+    "graddrop-representation": lambda model: GradDrop(M, seed=0, shared=model.encoder, representation=True),
+}
+
+
+@pytest.mark.parametrize("name", list(TRAINER_WRITES))
+def test_the_trainer_writes_exactly_the_decided_gradients(name: str) -> None:
+    """What BalancedOptimizer leaves in ``.grad`` after one step (SGD, lr=0: nothing moves) is the
+    decision's gradients (``Decision.gradients``, or ∇(w·f) when it is None), decided on the same
+    batch from the same state, exactly (float64): a trainer that writes a gradient twice (e.g.
+    backpropagates w·f on top of an explicit direction), drops one or accumulates onto an
+    earlier one fails this."""
+    from bilevel_mtl.context import StepContext
+
+    model = MultiTaskNet(M).double()
+    x, y = task_data(M)
+    closure = make_closure(model, (x.double(), y.double()))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    balancer = TRAINER_WRITES[name](model)
+    params = list(model.parameters())
+
+    context = StepContext.evaluate(model, optimizer, closure)
+    decision = balancer.decide(context)
+    assert all(p.grad is None for p in params)  # deciding writes nothing
+    weighted = torch.autograd.grad(
+        decision.weights.to(context.graph) @ context.graph, params, retain_graph=True, allow_unused=True
+    )
+    expected = weighted if decision.gradients is None else decision.gradients
+    assert len(expected) == len(params)
+    if name.startswith("graddrop"):  # the explicit path: not the gradient of w·f
+        assert decision.gradients is not None
+        assert any(
+            g is not None and w is not None and not torch.allclose(g, w)
+            for g, w in zip(decision.gradients, weighted, strict=True)
+        )
+
+    before = [p.detach().clone() for p in params]
+    record = BalancedOptimizer(model, optimizer, balancer).step(closure)
+    torch.testing.assert_close(record.weights, decision.weights, rtol=0, atol=0)
+    for param, want, start in zip(params, expected, before, strict=True):
+        assert torch.equal(param.detach(), start)  # lr = 0: the same state for both
+        if want is None:
+            assert param.grad is None
+        else:
+            assert param.grad is not None
+            torch.testing.assert_close(
+                param.grad, want, rtol=1e-12, atol=1e-12, msg=f"shape {tuple(param.shape)}"
+            )
+
+
 def test_a_rules_new_state_is_applied_at_commit_only() -> None:
     """MoCo's tracked gradients, λ and step count come back in ``Decision.pending`` and change the
     balancer when the step commits (a decision that is never committed leaves no trace)."""

@@ -185,12 +185,100 @@ def test_bilb4mtl_is_one_joint_step_of_the_ldc_objective() -> None:
     torch.testing.assert_close(value, total.detach())
 
 
-def test_bilb4mtl_variants_and_bad_arguments() -> None:
-    for options in ({"activation": "sigmoid"}, {"clamp": (0.2, 0.8)}, {"normalize": False}):
-        balancer = BiLB4MTL(3, **options)  # type: ignore[arg-type]
-        for _ in range(3):
-            weights = weights_and_update(balancer, torch.tensor([1.0, 2.0, 0.5]))
-            assert bool(torch.isfinite(weights).all())
+def bilb4mtl(router: Tensor, lr: float, **options: object) -> BiLB4MTL:
+    """BiLB4MTL in float64 with an SGD router optimizer, started at ``router``."""
+    balancer = BiLB4MTL(3, penalty=0.1, optimizer=sgd(lr), **options).double()  # type: ignore[arg-type]
+    with torch.no_grad():
+        balancer.router.copy_(router)
+    return balancer
+
+
+def bilb4mtl_step_by_hand(
+    router: Tensor,
+    losses: Tensor,
+    scale: Tensor,
+    *,
+    activation: str,
+    clamp: tuple[float, float] | None,
+    penalty: float,
+    lr: float,
+) -> tuple[Tensor, Tensor]:
+    r"""(w = ∂L/∂f, the router after one SGD step on ∂L/∂W), differentiated by hand.
+
+    L = S/T + λ Σ_k |σ_k f̃_k − σ_{k+1} f̃_{k+1}| with f̃ = f/scale, S = Σσ_k f̃_k, T = Σσ_k. With
+    d_k = sign(w_k − w_{k+1}) − sign(w_{k−1} − w_k) (the missing ends 0) for w = σ ⊙ f̃:
+    ∂L/∂f̃_k = σ_k/T + λσ_k d_k, ∂L/∂σ_k = (f̃_k − S/T)/T + λ f̃_k d_k; a clamp passes the
+    gradient where low ≤ σ_k ≤ high; softmax' = diag σ − σσᵀ, sigmoid' = σ(1 − σ).
+    """
+    raw = torch.softmax(router, 0) if activation == "softmax" else torch.sigmoid(router)
+    sigma, passes = raw, torch.ones_like(raw)
+    if clamp is not None:
+        sigma = raw.clamp(*clamp)
+        passes = ((raw >= clamp[0]) & (raw <= clamp[1])).to(raw)
+    normalised = losses / scale
+    weighted = sigma * normalised
+    total, weight_sum = weighted.sum(), sigma.sum()
+    signs = torch.sign(weighted[:-1] - weighted[1:])
+    d = torch.zeros_like(raw)
+    d[:-1] += signs
+    d[1:] -= signs
+    by_normalised = sigma / weight_sum + penalty * sigma * d
+    by_sigma = ((normalised - total / weight_sum) / weight_sum + penalty * normalised * d) * passes
+    jacobian_t = (
+        torch.diag(raw) - torch.outer(raw, raw) if activation == "softmax" else torch.diag(raw * (1 - raw))
+    )
+    by_router = jacobian_t @ by_sigma
+    return by_normalised / scale, router - lr * by_router
+
+
+BILB4MTL_LOSSES = torch.tensor([[2.0, 0.5, 1.0], [1.0, 0.4, 0.9], [1.3, 0.2, 0.7]], dtype=torch.float64)
+ROUTERS = {  # non-uniform, so that a clamp to (0.2, 0.8) holds some weights and passes others
+    "softmax": torch.tensor([1.2, 0.3, -0.4], dtype=torch.float64),  # σ ≈ (0.62, 0.25, 0.13)
+    "sigmoid": torch.tensor([1.6, -0.2, -1.8], dtype=torch.float64),  # σ ≈ (0.83, 0.45, 0.14)
+}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"activation": "sigmoid"},
+        {"clamp": (0.2, 0.8)},
+        {"activation": "sigmoid", "clamp": (0.2, 0.8)},
+        {"normalize": False},
+        {"activation": "sigmoid", "normalize": False},
+    ],
+    ids=["softmax", "sigmoid", "softmax-clamp", "sigmoid-clamp", "no-normalisation", "sigmoid-raw"],
+)
+def test_bilb4mtl_variants_match_the_hand_computed_steps(options: dict[str, object]) -> None:
+    """Three steps: the model weights and the router update of each variant, by hand (float64)."""
+    activation = str(options.get("activation", "softmax"))
+    clamp = options.get("clamp")
+    lr = 0.5
+    router = ROUTERS[activation]
+    balancer = bilb4mtl(router, lr, **options)
+    scale = BILB4MTL_LOSSES[0] if options.get("normalize", True) else torch.ones(3, dtype=torch.float64)
+    clamped = []
+    for losses in BILB4MTL_LOSSES:
+        raw = torch.softmax(router, 0) if activation == "softmax" else torch.sigmoid(router)
+        clamped.append(clamp is not None and bool(((raw < 0.2) | (raw > 0.8)).any()))
+        weights, router = bilb4mtl_step_by_hand(
+            router,
+            losses,
+            scale,
+            activation=activation,
+            clamp=clamp,
+            penalty=0.1,
+            lr=lr,  # type: ignore[arg-type]
+        )
+        # weights() with the router before the step (pure), update() takes the router's step.
+        torch.testing.assert_close(weights_and_update(balancer, losses), weights, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(balancer.router.detach(), router, rtol=1e-12, atol=1e-15)
+    assert clamped == [clamp is not None] * 3  # the clamp is active (somewhere) at every step
+    assert float((router - ROUTERS[activation]).abs().max()) > 1e-3  # the router moved
+
+
+def test_bilb4mtl_bad_arguments() -> None:
     with pytest.raises(ValueError, match="> 0"):
         BiLB4MTL(2).weights(torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="activation"):

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from bilevel_mtl.context import StepContext
 from bilevel_mtl.criteria import Criterion, FunctionCriterion
-from bilevel_mtl.estimators import UpperObjective
+from bilevel_mtl.estimators import ForwardDifference, SinglePoint, UpperObjective, ZerothOrder
 
 Closure = Callable[[], Tensor]
 
@@ -113,3 +113,94 @@ class QuadraticObjective(UpperObjective):
 
     def gradient(self, weights: Tensor) -> Tensor:
         return self.hessian @ weights + self.linear
+
+
+D, N = 6, 30
+"""Parameters and samples per task of :class:`Quadratic`."""
+
+
+class SplitLinear(nn.Module):
+    """θ stored as two parameters of different shapes (exercises flattening in the solver)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Parameter(torch.zeros(2, 2, dtype=torch.float64))
+        self.head = nn.Parameter(torch.zeros(D - 4, dtype=torch.float64))
+
+    def theta(self) -> Tensor:
+        return torch.cat([self.body.flatten(), self.head])
+
+    def load(self, theta: Tensor) -> None:
+        with torch.no_grad():
+            self.body.copy_(theta[:4].view(2, 2))
+            self.head.copy_(theta[4:])
+
+
+class Quadratic:
+    """Quadratic tasks f_i(θ) = ½θᵀQ_iθ − q_iᵀθ + k_i (least squares: Q_i = A_iᵀA_i/n, q_i = A_iᵀb_i/n)."""
+
+    def __init__(self, seed: int, indefinite: bool = False, num_tasks: int = 3) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        a = torch.randn(num_tasks, N, D, generator=gen, dtype=torch.float64)
+        b = torch.randn(num_tasks, N, generator=gen, dtype=torch.float64)
+        self.q_mat = a.transpose(1, 2) @ a / N
+        if indefinite:
+            self.q_mat = (
+                self.q_mat
+                - 1.2 * torch.eye(D, dtype=torch.float64) * self.q_mat.diagonal(dim1=1, dim2=2).mean()
+            )
+        self.q_vec = torch.einsum("ind,in->id", a, b) / N
+        self.offset = (b**2).sum(dim=1) / (2 * N) + 1.0  # keeps every loss > 0
+
+    def losses(self, theta: Tensor) -> Tensor:
+        """The ``[m]`` task losses at ``theta`` (``[D]``), or ``[..., m]`` at a batch ``[..., D]``."""
+        quadratic = 0.5 * torch.einsum("...d,ide,...e->...i", theta, self.q_mat, theta)
+        return quadratic - theta @ self.q_vec.T + self.offset
+
+    def solution(self, lam: Tensor, ridge: float) -> Tensor:
+        hessian = torch.einsum("i,ide->de", lam, self.q_mat) + ridge * torch.eye(D, dtype=torch.float64)
+        return torch.linalg.solve(hessian, lam @ self.q_vec)
+
+    def reference(self, criterion: Criterion, lam: Tensor, ridge: float) -> Tensor:
+        lam = lam.clone().requires_grad_(True)
+        before = self.losses(self.solution(lam, ridge)).detach()
+        value = criterion(before, self.losses(self.solution(lam, ridge)))
+        (grad,) = torch.autograd.grad(value, lam)
+        return grad
+
+    def objective(self, criterion: Criterion, theta: Tensor) -> UpperObjective:
+        model = SplitLinear()
+        model.load(theta)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        return lookahead_objective(
+            criterion, step_context(model, optimizer, lambda: self.losses(model.theta()))
+        )
+
+
+def closed_form(
+    kind: type[ZerothOrder], hessian: Tensor, grad: Tensor, value: float, radius: float, projector: Tensor
+) -> tuple[Tensor, float]:
+    r"""(mean, total variance) of one-direction zeroth-order estimates on a quadratic Φ (DESIGN §5).
+
+    Φ(λ) = ½λᵀHλ + bᵀλ + c with ``grad`` a = ∇Φ(λ) and ``value`` Φ₀ = Φ(λ); directions uniform
+    on the unit sphere of the n-dimensional subspace with ``projector`` P (sphere: P = I,
+    n = m; tangent: P = I − 11ᵀ/m, n = m − 1). Every estimator is unbiased for Pa and, with
+    q = (tr(PH)² + 2 tr((PHP)²)) / (n(n+2)) = E[(uᵀHu)²], has total variance
+
+        single point:       (n/r)² [Φ₀² + r²|Pa|²/n + r² Φ₀ tr(PH)/n + r⁴ q/4] − |Pa|²
+        forward difference: (n − 1)|Pa|² + n² r² q / 4
+        two point:          (n − 1)|Pa|².
+    """
+    n = round(float(torch.trace(projector)))
+    pa = projector @ grad
+    pa2 = float(pa @ pa)
+    ph = projector @ hessian
+    php = ph @ projector
+    tr_ph = float(torch.trace(ph))
+    q = (tr_ph**2 + 2 * float(torch.trace(php @ php))) / (n * (n + 2))
+    if kind is SinglePoint:
+        second = value**2 + radius**2 * pa2 / n + radius**2 * value * tr_ph / n + radius**4 * q / 4
+        return pa, (n / radius) ** 2 * second - pa2
+    if kind is ForwardDifference:
+        return pa, (n - 1) * pa2 + n**2 * radius**2 * q / 4
+    return pa, (n - 1) * pa2

@@ -16,34 +16,13 @@ import math
 
 import pytest
 import torch
-from _estimator_helpers import QuadraticObjective
+from _estimator_helpers import QuadraticObjective, closed_form
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bilevel_mtl.estimators import ForwardDifference, SinglePoint, TwoPoint, ZerothOrder
 
 NUM_SAMPLES = 40_000
-
-
-def closed_form(
-    kind: type[ZerothOrder], hessian: Tensor, grad: Tensor, value: float, radius: float, projector: Tensor
-) -> tuple[Tensor, float]:
-    """(mean, total variance) of one-direction estimates, from the formulas above."""
-    n = round(float(torch.trace(projector)))
-    pa = projector @ grad
-    pa2 = float(pa @ pa)
-    ph = projector @ hessian
-    php = ph @ projector
-    tr_ph = float(torch.trace(ph))
-    q = (tr_ph**2 + 2 * float(torch.trace(php @ php))) / (n * (n + 2))
-    if kind is SinglePoint:
-        second = value**2 + radius**2 * pa2 / n + radius**2 * value * tr_ph / n + radius**4 * q / 4
-        return pa, (n / radius) ** 2 * second - pa2
-    if kind is ForwardDifference:
-        return pa, (n - 1) * pa2 + n**2 * radius**2 * q / 4
-    return pa, (n - 1) * pa2
-
-
 Tensor = torch.Tensor
 
 
