@@ -256,10 +256,6 @@ class BalancedOptimizer:
         The common case (everything finite) reads one flag on the host.
         """
         present = [(p, g) for p in self._params if (g := p.grad) is not None]
-        # A sum is NaN/inf when a term is (and ~10x faster than isfinite().all() on CPU); a sum
-        # that merely overflows is re-checked element by element below.
-        sums = torch.stack([_local(g).detach().sum().float() for _, g in present]) if present else None
-        gradients_finite = torch.ones((), dtype=torch.bool) if sums is None else torch.isfinite(sums).all()
         if self.scaler is not None:
             if not bool(losses_finite):
                 return self._nonfinite(self._loss_error(values))
@@ -269,6 +265,10 @@ class BalancedOptimizer:
                 self.scaler.step(self.optimizer)
             self.scaler.update()
             return "step: gradient overflow under GradScaler" if bad else None
+        # A sum is NaN/inf when a term is (and ~10x faster than isfinite().all() on CPU); a sum
+        # that merely overflows is re-checked element by element below.
+        sums = torch.stack([_local(g).detach().sum().float() for _, g in present]) if present else None
+        gradients_finite = torch.ones((), dtype=torch.bool) if sums is None else torch.isfinite(sums).all()
         if bool(self._agree(~(losses_finite & gradients_finite.to(losses_finite.device)))):
             if not bool(losses_finite):
                 return self._nonfinite(self._loss_error(values))
