@@ -210,10 +210,11 @@ def test_nash_is_invariant_to_task_scales_and_clips_to_max_norm() -> None:
     c = torch.tensor([0.2, 3.0, 10.0], dtype=torch.float64)
     alpha, alpha_scaled = nash_bargaining(g @ g.T), nash_bargaining((c[:, None] * g) @ (c[:, None] * g).T)
     torch.testing.assert_close(alpha_scaled, alpha / c)
+    free = nash_bargaining(g @ g.T) @ g
+    # the paper's equation on the raw Gram matrix: sum_i alpha_i (K alpha)_i = m = |d|^2
+    torch.testing.assert_close(free.norm(), torch.tensor(math.sqrt(3.0), dtype=torch.float64))
     for max_norm in (0.0, 1e-3, 1e6):
         d = nash_mtl_weights(g, max_norm) @ g
-        k = g @ g.T / torch.linalg.matrix_norm(g @ g.T)
-        free = nash_bargaining(k) @ g
         expected = free if max_norm == 0 or float(free.norm()) <= max_norm else free * max_norm / free.norm()
         torch.testing.assert_close(d, expected)
 

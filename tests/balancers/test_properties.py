@@ -97,10 +97,14 @@ def test_order_dependent_balancers_depend_on_the_order(case: Case) -> None:
     assert not torch.allclose(weights_p[-1], weights[-1][[2, 0, 1]], atol=1e-6)
 
 
+@pytest.mark.parametrize("spread", ["moderate", "extreme"])
 @pytest.mark.parametrize("case", [c for c in CASES if c.scaling != NONE], ids=lambda c: c.name)
-def test_scale_behaviour(case: Case) -> None:
-    """Per-task scales for UPDATE/DIRECTION/WEIGHTS, a common scale for COMMON (see each docstring)."""
-    scales = torch.tensor([3.0, 0.2, 7.0]) if case.scaling != COMMON else torch.full((M,), 5.0)
+def test_scale_behaviour(case: Case, spread: str) -> None:
+    """Per-task scales for UPDATE/DIRECTION/WEIGHTS, a common scale for COMMON (see each
+    docstring); moderate (0.2..7) and extreme (1e-3..1e3) factors."""
+    per_task = [3.0, 0.2, 7.0] if spread == "moderate" else [1e3, 1e-3, 1.0]
+    common = 5.0 if spread == "moderate" else 1e3
+    scales = torch.tensor(per_task) if case.scaling != COMMON else torch.full((M,), common)
     weights, grads = run(case, 1)
     weights_s, grads_s = run(case, 1, scales=scales)
     if case.scaling == UPDATE:

@@ -24,8 +24,27 @@ def check_jacobian(jacobian: Tensor, name: str = "G", rows: int | None = None) -
 
 
 def gramian(jacobian: Tensor) -> Tensor:
-    """The Gram matrix :math:`GG^\\top` in float64 (computed in the input's precision)."""
-    return (jacobian @ jacobian.mT).to(torch.float64)
+    r"""The Gram matrix :math:`GG^\top` in float64, safe at any row scale.
+
+    Each row is divided by its largest entry :math:`s_i` before the product (computed in
+    the input's precision), and :math:`K_{ij} = s_is_j(\hat G\hat G^\top)_{ij}` is assembled
+    in float64, so rows with norms far apart (1e-20 beside 1e20 in float32) neither
+    overflow nor underflow.
+    """
+    scale = jacobian.detach().abs().amax(dim=1, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    unit = jacobian / scale
+    scale64 = scale.to(torch.float64)
+    return (unit @ unit.mT).to(torch.float64) * (scale64 @ scale64.mT)
+
+
+def correlation(gram: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The gradient norms :math:`n_i=\sqrt{K_{ii}}` and :math:`C = D^{-1}KD^{-1}` (unit
+    diagonal) of the tasks with :math:`n_i>0`, as ``(norms, C)``; ``norms`` has every task."""
+    norms = gram.diagonal().clamp(min=0).sqrt()
+    active = norms > 0
+    unit = norms[active]
+    return norms, gram[active][:, active] / torch.outer(unit, unit)
 
 
 def project_simplex(v: Tensor) -> Tensor:
@@ -51,50 +70,75 @@ def min_norm_weights(gram: Tensor, tol: float = 1e-12, max_iter: int | None = No
 
     Wolfe's (1976) minimum-norm-point algorithm on the Gram matrix ``gram`` = :math:`GG^\top`:
     finite termination, exact up to round-off. Stops when the optimality condition
-    :math:`(Kw)_j \ge w^\top K w` holds for all ``j`` within ``tol`` times the largest
-    squared gradient norm.
+    :math:`(Kw)_j \ge w^\top K w` holds for all ``j`` within ``tol`` times :math:`w^\top Kw`
+    plus the round-off of :math:`Kw`. Every threshold is relative, so a short hull beside
+    a long gradient is solved as accurately as any other: the affine sub-problems are
+    solved on the unit-diagonal :math:`C = D^{-1}KD^{-1}` (:func:`correlation`), and a point
+    leaves the corral when its contribution :math:`w_i\|g_i\|` is negligible against the others'.
     """
     k = gram.to("cpu", torch.float64)  # a small m × m problem with scalar control flow
     m = k.shape[0]
-    scale = float(k.diagonal().max())
-    if scale <= 0:
+    norms = k.diagonal().clamp(min=0).sqrt()
+    lam = torch.zeros(m, dtype=torch.float64)
+    if float(norms.max()) <= 0:
         return torch.full((m,), 1.0 / m, dtype=torch.float64, device=gram.device)
-    k = k / scale
+    if bool((norms == 0).any()):  # a zero gradient is the min-norm point
+        lam[int((norms == 0).nonzero()[0])] = 1.0
+        return lam.to(gram.device)
+    largest = float(norms.max())
+    k, norms = k / largest**2, norms / largest
+    unit = k / torch.outer(norms, norms)
+    magnitude = k.abs()
+    roundoff = 4 * m * torch.finfo(torch.float64).eps
     limit = max_iter if max_iter is not None else 50 * m + 100
-    corral = [int(k.diagonal().argmin())]
-    lam = torch.zeros(m, dtype=torch.float64, device=k.device)
+
+    def significant(weights: Tensor, corral: list[int]) -> Tensor:
+        contribution = weights * norms[corral]
+        return contribution > 1e-15 * float(contribution.abs().max())
+
+    corral = [int(norms.argmin())]
     lam[corral[0]] = 1.0
     for _ in range(limit):
         kw = k @ lam
         j = int(kw.argmin())
-        if float(lam @ kw) - float(kw[j]) <= tol or j in corral:
+        norm2 = float(lam @ kw)
+        slack = tol * norm2 + roundoff * float((magnitude @ lam).max())
+        if norm2 - float(kw[j]) <= slack or j in corral:
             break
         corral.append(j)
         for _ in range(limit):
-            alpha = _affine_minimizer(k, corral)
+            alpha = _affine_minimizer(unit, norms, corral)
             sub = lam[corral]
-            if bool((alpha > 1e-15).all()):
+            inside = significant(alpha, corral)
+            if bool(inside.all()):
                 lam.zero_()
                 lam[corral] = alpha
                 break
-            blocked = alpha <= 1e-15
+            blocked = ~inside
             theta = float((sub[blocked] / (sub[blocked] - alpha[blocked])).min())
             new = theta * alpha + (1 - theta) * sub
+            keep = significant(new, corral)
             lam.zero_()
             lam[corral] = new.clamp(min=0)
-            corral = [i for i, value in zip(corral, new.tolist(), strict=True) if value > 1e-15]
+            corral = [i for i, kept in zip(corral, keep.tolist(), strict=True) if kept]
             lam /= lam.sum()
     return lam.to(gram.device)
 
 
-def _affine_minimizer(k: Tensor, corral: list[int]) -> Tensor:
-    """Barycentric weights of the min-norm point of the affine hull of the corral's points."""
+def _affine_minimizer(unit: Tensor, norms: Tensor, corral: list[int]) -> Tensor:
+    r"""Barycentric weights of the min-norm point of the affine hull of the corral's points.
+
+    :math:`\min x^\top Kx` s.t. :math:`\mathbf 1^\top x = 1` in the contributions
+    :math:`y = x\odot\|g\|`: :math:`\min y^\top Cy` s.t. :math:`(1/\|g\|)^\top y = 1`, a
+    bordered system free of the gradients' scales.
+    """
     size = len(corral)
-    system = torch.zeros(size + 1, size + 1, dtype=k.dtype, device=k.device)
-    system[:size, :size] = k[corral][:, corral]
-    system[:size, size] = 1.0
-    system[size, :size] = 1.0
-    rhs = torch.zeros(size + 1, dtype=k.dtype, device=k.device)
+    border = 1 / norms[corral]
+    system = torch.zeros(size + 1, size + 1, dtype=unit.dtype)
+    system[:size, :size] = unit[corral][:, corral]
+    system[:size, size] = border / border.max()
+    system[size, :size] = border / border.max()
+    rhs = torch.zeros(size + 1, dtype=unit.dtype)
     rhs[size] = 1.0
-    alpha: Tensor = (torch.linalg.pinv(system) @ rhs)[:size]
-    return alpha / alpha.sum()
+    x: Tensor = (torch.linalg.pinv(system) @ rhs)[:size] / norms[corral]
+    return x / x.sum()

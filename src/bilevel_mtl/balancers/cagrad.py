@@ -9,7 +9,7 @@ import torch
 from scipy.optimize import minimize
 from torch import Tensor, nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_nonnegative
 from ._simplex import check_jacobian, gramian
 from .gradient import Combination, GradientBalancer
 
@@ -62,18 +62,18 @@ def cagrad_weights(jacobian: Tensor, c: float = 0.4, rescale: str = "1+c^2") -> 
     :math:`\bar g` is returned.
     """
     check_jacobian(jacobian)
-    if c < 0 or not math.isfinite(c):
-        raise ValueError(f"c must be a finite number >= 0, got {c!r}")
+    check_nonnegative("c", c)
     check_choice("rescale", rescale, RESCALES)
     k = gramian(jacobian)
     m = k.shape[0]
     uniform = torch.full((m,), 1.0 / m, dtype=torch.float64)
     dual = cagrad_dual(k, c).to(k.device)
-    gw_norm = math.sqrt(max(float(dual @ k @ dual), 0.0))
+    gw_norm2 = float(dual @ k @ dual)
+    roundoff = 4 * m * torch.finfo(torch.float64).eps * float(dual @ k.abs() @ dual)
     radius = c * math.sqrt(max(float(k.mean()), 0.0))
-    scale = math.sqrt(max(float(k.diagonal().max()), 0.0))
     weights = uniform.to(k.device)
-    if gw_norm > 1e-12 * scale:
+    if gw_norm2 > roundoff:  # g_w = 0 (Pareto-stationary) only up to round-off, at any scale
+        gw_norm = math.sqrt(gw_norm2)
         weights = weights + radius / gw_norm * dual
     divisor = {"none": 1.0, "1+c^2": 1.0 + c * c, "1+c": 1.0 + c}[rescale]
     return (weights / divisor).to(jacobian)
@@ -111,9 +111,7 @@ class CAGrad(GradientBalancer):
         representation: bool = False,
     ) -> None:
         super().__init__(num_tasks, shared=shared, representation=representation)
-        if c < 0 or not math.isfinite(c):
-            raise ValueError(f"c must be a finite number >= 0, got {c!r}")
-        self.c = float(c)
+        self.c = check_nonnegative("c", c)
         self.rescale = check_choice("rescale", rescale, RESCALES)
 
     def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:

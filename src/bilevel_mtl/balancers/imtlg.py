@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._simplex import check_jacobian, gramian
+from ._simplex import check_jacobian, correlation, gramian
 from .gradient import Combination, GradientBalancer
 
 
@@ -13,15 +13,21 @@ def imtlg_weights(jacobian: Tensor) -> Tensor:
     r"""IMTL-G's weights :math:`w = v/\mathbf{1}^\top v` with :math:`Kv = (\|g_1\|,\dots,\|g_m\|)`.
 
     Then :math:`d = G^\top w` has the same projection :math:`d^\top g_i/\|g_i\|` on every
-    task (the closed form of Liu et al. 2021, generalised by a pseudo-inverse to
-    linearly dependent gradients as in TorchJD). Weights sum to 1; they are 0 when
-    :math:`\mathbf{1}^\top v = 0`.
+    task (the closed form of Liu et al. 2021). For independent gradients it is solved as
+    :math:`v = D^{-1}C^{-1}\mathbf{1}` with :math:`K = DCD` (:func:`correlation`), so tasks
+    whose gradient norms lie orders of magnitude apart keep their share; dependent
+    gradients use :math:`v = K^{+}(\|g_i\|)_i`, TorchJD's generalisation. Weights sum to 1;
+    they are 0 when :math:`\mathbf{1}^\top v` vanishes against :math:`\sum_i|v_i|`.
     """
     check_jacobian(jacobian)
     k = gramian(jacobian)
-    v = torch.linalg.pinv(k, hermitian=True) @ k.diagonal().clamp(min=0).sqrt()
+    norms, c = correlation(k)
+    if c.shape[0] == k.shape[0] and int(torch.linalg.matrix_rank(c, hermitian=True)) == k.shape[0]:
+        v = torch.linalg.solve(c, torch.ones_like(norms)) / norms
+    else:
+        v = torch.linalg.pinv(k, hermitian=True) @ norms
     total = float(v.sum())
-    if abs(total) < 1e-12:
+    if abs(total) <= 1e-12 * float(v.abs().sum()) or total == 0:
         return torch.zeros_like(v).to(jacobian)
     weights: Tensor = (v / total).to(jacobian)
     return weights

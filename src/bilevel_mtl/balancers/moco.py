@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_nonnegative, check_positive
 from ._simplex import check_jacobian, project_simplex
 from .gradient import Combination, GradientBalancer
 
@@ -27,7 +27,9 @@ def moco_update(
               \lambda \leftarrow \Pi_\Delta\big(\lambda - \gamma\,(YY^\top+\rho I)\,\lambda\big)
 
     with :math:`H = G`, or, when ``losses`` are given, the authors' practical
-    normalisation :math:`h_i = f_i\, g_i/\|g_i\|` (shared with LibMTL). The update is
+    normalisation :math:`h_i = f_i\, g_i/\|g_i\|` (shared with LibMTL; that code adds
+    1e-8 to :math:`\|g_i\|`, which shrinks gradients shorter than ~1e-8: here only zero
+    gradients stay zero). The update is
     :math:`Y^\top\lambda`. ``beta`` and ``gamma`` are this step's step sizes.
     """
     check_jacobian(jacobian, rows=weights.numel())
@@ -36,7 +38,8 @@ def moco_update(
     target = jacobian
     if losses is not None:
         norms = jacobian.norm(dim=1, keepdim=True)
-        target = jacobian / (norms + 1e-8) * losses.reshape(-1, 1).to(jacobian)
+        unit = jacobian / torch.where(norms > 0, norms, torch.ones_like(norms))  # zero rows stay zero
+        target = unit * losses.reshape(-1, 1).to(jacobian)
     tracked = tracked - beta * (tracked - target)
     k = (tracked @ tracked.mT).to(torch.float64)
     lam = weights.to(torch.float64)
@@ -86,16 +89,14 @@ class MoCo(GradientBalancer):
         shared: nn.Module | None = None,
     ) -> None:
         super().__init__(num_tasks, shared=shared)
-        for name, value in (("beta", beta), ("gamma", gamma)):
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        for name, value in (("beta_decay", beta_decay), ("gamma_decay", gamma_decay), ("rho", rho)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        self.beta, self.gamma = check_positive("beta", beta), check_positive("gamma", gamma)
+        self.beta_decay, self.gamma_decay = (
+            check_nonnegative("beta_decay", beta_decay),
+            check_nonnegative("gamma_decay", gamma_decay),
+        )
+        self.rho = check_nonnegative("rho", rho)
         if beta > 1:
             raise ValueError(f"beta must be at most 1 (a moving-average rate), got {beta!r}")
-        self.beta, self.beta_decay = float(beta), float(beta_decay)
-        self.gamma, self.gamma_decay, self.rho = float(gamma), float(gamma_decay), float(rho)
         self.normalize_gradients = normalize_gradients
         self.register_buffer("lam", torch.full((num_tasks,), 1.0 / num_tasks))
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))

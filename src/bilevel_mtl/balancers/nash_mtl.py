@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._simplex import check_jacobian, gramian, min_norm_weights
+from .._checks import check_nonnegative
+from ._simplex import check_jacobian, correlation, gramian, min_norm_weights
 from .gradient import Combination, GradientBalancer
 
 
@@ -16,42 +17,44 @@ def nash_bargaining(
 ) -> Tensor:
     r"""The :math:`\alpha > 0` with :math:`\alpha_i (K\alpha)_i = 1` for all ``i`` (``gram`` = ``K``).
 
-    It is the unique minimiser of the strictly convex
-    :math:`\psi(\alpha)=\tfrac12\alpha^\top K\alpha-\sum_i\log\alpha_i`
-    (:math:`\nabla\psi = K\alpha - 1/\alpha`), found by damped Newton steps kept inside
-    :math:`\alpha>0`, until :math:`\max_i|\alpha_i(K\alpha)_i-1|\le` ``tol`` (beyond the
-    round-off of :math:`K\alpha`, which dominates near Pareto-stationary points). Tasks with a
+    With :math:`K = DCD` (:math:`D` the gradient norms, :math:`C` unit-diagonal,
+    :func:`correlation`) the condition reads :math:`\beta_i(C\beta)_i = 1` in
+    :math:`\beta = D\alpha`, so it is solved on :math:`C` whatever the gradients' scales
+    and :math:`\alpha = D^{-1}\beta`. :math:`\beta` is the unique minimiser of the strictly
+    convex :math:`\psi(\beta)=\tfrac12\beta^\top C\beta-\sum_i\log\beta_i`
+    (:math:`\nabla\psi = C\beta - 1/\beta`), found by damped Newton steps kept inside
+    :math:`\beta>0`, until :math:`\max_i|\beta_i(C\beta)_i-1|\le` ``tol`` (beyond the
+    round-off of :math:`C\beta`, which dominates near Pareto-stationary points). Tasks with a
     zero gradient get :math:`\alpha_i=0` (no bargaining solution involves them). A solution
-    exists iff 0 is not in the convex hull of the gradients; when the hull's min-norm
-    point is shorter than ``stationary_tol`` times the longest gradient (Pareto-stationary:
-    no direction improves every task) all :math:`\alpha_i` are 0.
+    exists iff 0 is not in the convex hull of the gradients (a property of their
+    directions only); when the min-norm point of the hull of the unit gradients is shorter
+    than ``stationary_tol`` or than the round-off of :math:`C` (~1e-8: a Gram matrix holds
+    squared lengths) the gradients are Pareto-stationary (no direction improves every
+    task) and all :math:`\alpha_i` are 0.
     """
     k = gram.to("cpu", torch.float64)  # a small m × m problem with scalar control flow
-    m = k.shape[0]
-    diag = k.diagonal()
-    alpha = torch.zeros(m, dtype=torch.float64, device=gram.device)
-    largest = float(diag.max()) if m else 0.0
-    if largest <= 0:
-        return alpha
-    active = diag > 1e-12 * largest
-    ka = k[active][:, active]
-    hull = min_norm_weights(ka)
-    if float(hull @ ka @ hull) <= stationary_tol**2 * largest:
-        return alpha
-    x = diag[active].rsqrt()
-    x = x * math.sqrt(x.numel() / float(x @ ka @ x))
+    norms, c = correlation(k)
+    active = norms > 0
+    alpha = torch.zeros(k.shape[0], dtype=torch.float64)
+    if not bool(active.any()):
+        return alpha.to(gram.device)
+    hull = min_norm_weights(c)
+    hull_roundoff = 8 * c.shape[0] * torch.finfo(torch.float64).eps * float(hull @ c.abs() @ hull)
+    if float(hull @ c @ hull) <= stationary_tol**2 + hull_roundoff:
+        return alpha.to(gram.device)
+    x = torch.full((c.shape[0],), math.sqrt(c.shape[0] / float(c.sum())), dtype=torch.float64)
 
     def psi(v: Tensor) -> float:
-        return 0.5 * float(v @ ka @ v) - float(v.log().sum())
+        return 0.5 * float(v @ c @ v) - float(v.log().sum())
 
-    magnitude = ka.abs()
+    magnitude = c.abs()
     for _ in range(max_iter):
-        kx = ka @ x
+        cx = c @ x
         roundoff = 4 * x.numel() * torch.finfo(torch.float64).eps * x * (magnitude @ x)
-        if float(((x * kx - 1).abs() - roundoff).max()) <= tol:
+        if float(((x * cx - 1).abs() - roundoff).max()) <= tol:
             break
-        grad = kx - 1 / x
-        step = -torch.linalg.solve(ka + torch.diag(x.pow(-2)), grad)
+        grad = cx - 1 / x
+        step = -torch.linalg.solve(c + torch.diag(x.pow(-2)), grad)
         shrinking = step < 0
         t = 1.0
         if bool(shrinking.any()):
@@ -63,24 +66,21 @@ def nash_bargaining(
         if t <= 1e-8:
             break
         x = x + t * step
-    alpha[active.to(gram.device)] = x.to(gram.device)
-    return alpha
+    alpha[active] = x / norms[active]
+    return alpha.to(gram.device)
 
 
 def nash_mtl_weights(jacobian: Tensor, max_norm: float = 1.0) -> Tensor:
-    r"""Nash-MTL's weights: :func:`nash_bargaining` on :math:`K/\|K\|_F`, then the update
-    :math:`\alpha^\top G` is scaled down to norm ``max_norm`` when longer (``max_norm=0``: never).
+    r"""Nash-MTL's weights: :func:`nash_bargaining` on :math:`K = GG^\top`, then the update
+    :math:`\alpha^\top G` (of norm :math:`\sqrt{m}` when no task gradient is zero, whatever
+    the gradients' scales) is scaled down to norm ``max_norm`` when longer (``max_norm=0``: never).
 
     The direction is invariant to per-task gradient scales (:math:`\alpha_i \to \alpha_i/c_i`).
     """
     check_jacobian(jacobian)
-    if max_norm < 0 or not math.isfinite(max_norm):
-        raise ValueError(f"max_norm must be a finite number >= 0, got {max_norm!r}")
+    check_nonnegative("max_norm", max_norm)
     k = gramian(jacobian)
-    frobenius = float(torch.linalg.matrix_norm(k))
-    if frobenius == 0:
-        return torch.zeros(k.shape[0], dtype=jacobian.dtype, device=jacobian.device)
-    alpha = nash_bargaining(k / frobenius)
+    alpha = nash_bargaining(k)
     norm = math.sqrt(max(float(alpha @ k @ alpha), 0.0))
     if max_norm > 0 and norm > max_norm:
         alpha = alpha * (max_norm / norm)
@@ -93,9 +93,11 @@ class NashMTL(GradientBalancer):
     .. math:: d^\star = \arg\max_{d\in B_\epsilon}\ \sum_i \log(g_i^\top d)
               \iff d^\star = \sum_i\alpha_i g_i,\quad \alpha\odot(K\alpha) = \mathbf{1}
 
-    with the Gram matrix normalised, :math:`K = GG^\top/\|GG^\top\|_F`, as in the paper's
-    code; the update :math:`\sum_i\alpha_i\nabla f_i` is then clipped to norm ``max_norm``
-    (1.0, the code's default clipping of the shared gradient).
+    on the raw Gram matrix :math:`K = GG^\top` (the paper's code solves the same equation:
+    it divides :math:`K` by :math:`\|K\|_F` for its solver and multiplies the factor back
+    into the constraint), so the update has norm :math:`\sqrt m` at any gradient scale; it
+    is then clipped to norm ``max_norm`` (1.0, the code's default clipping of the shared
+    gradient).
 
     Solver: the bargaining condition is solved exactly by Newton's method on a strictly
     convex potential (:func:`nash_bargaining`), with no cvxpy dependency. The paper's code
@@ -119,9 +121,7 @@ class NashMTL(GradientBalancer):
         representation: bool = False,
     ) -> None:
         super().__init__(num_tasks, shared=shared, representation=representation)
-        if max_norm < 0 or not math.isfinite(max_norm):
-            raise ValueError(f"max_norm must be a finite number >= 0, got {max_norm!r}")
-        self.max_norm = float(max_norm)
+        self.max_norm = check_nonnegative("max_norm", max_norm)
 
     def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:
         return Combination(nash_mtl_weights(jacobian.flatten(1), self.max_norm))
