@@ -3,8 +3,9 @@ optimizer step → the balancer commits → record."""
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -18,11 +19,14 @@ from ._checks import (
     check_finite_losses,
     nonfinite_flags,
 )
-from .balancers.base import Balancer, Decision
-from .context import Closure, RngSnapshot, StepContext
+from ._rollback import Rollback
+from .balancers.base import Balancer, Decision, UpperReport, check_state_identity
+from .context import Closure, StepContext
 from .distributed import DataParallel, ProcessGroup, all_reduce_mean
 
 NONFINITE_POLICIES = ("raise", "skip")
+_KEPT_STEP = "balancer update:"
+"""How a record's ``skipped`` starts when the model step was kept (only the balancer's update skipped)."""
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 _OWN_GRADIENT = "_bilevel_mtl_step_version"
 """Attribute set on the ``.grad`` a step leaves: its version counter then (see accumulation)."""
@@ -45,10 +49,12 @@ class StepRecord(NamedTuple):
     """Wall time of the whole step (host time: it does not wait for the device)."""
     skipped: str | None = None
     """``None`` for a complete step, else what was skipped and why (see ``on_nonfinite``)."""
+    tasks: tuple[str, ...] | None = None
+    """The task names, when the closure returns a mapping ``{name: loss}``; else ``None``."""
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
-        """Flat ``{name: float}`` view for any logger (``loss/0``, ``weight/0``, ..., ``skipped``
-        as 1.0 for a skipped step, 0.0 otherwise)."""
+        """Flat ``{name: float}`` view for any logger (``loss/0``, ``weight/0``, ..., or
+        ``loss/<task name>`` for named losses; ``skipped`` as 1.0 for a skipped step, 0.0 otherwise)."""
         flat: dict[str, float] = {
             f"{prefix}seconds": self.seconds,
             f"{prefix}skipped": float(self.skipped is not None),
@@ -61,7 +67,9 @@ class StepRecord(NamedTuple):
         }
         for name, vector in vectors.items():
             if vector is not None:
-                flat.update({f"{prefix}{name}/{i}": float(v) for i, v in enumerate(vector.tolist())})
+                keys = self.tasks or range(vector.numel())
+                values = zip(keys, vector.tolist(), strict=True)
+                flat.update({f"{prefix}{name}/{k}": float(v) for k, v in values})
         if self.criterion_value is not None:
             flat[f"{prefix}criterion"] = float(self.criterion_value)
         return flat
@@ -128,6 +136,7 @@ class BalancedOptimizer:
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         self.parallel = DataParallel.of(model, process_group)
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
+        self._buffers = list(model.buffers())  # what a failed step restores (BatchNorm statistics)
         names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
         # FSDP swaps its sharded parameters for unsharded ones around the forward pass: the
         # names are only needed by the look-ahead, which FSDP refuses anyway.
@@ -141,26 +150,50 @@ class BalancedOptimizer:
         self._reevaluates = bool({"lookahead", "losses_after"} & balancer.needs)
         # Balancers that read gradients decide with host reads anyway: bad losses are refused first.
         self._reads_device = bool({"gradients", "lookahead"} & balancer.needs)
+        self._same_batch_checked = False
+        self._tasks: tuple[str, ...] | None = None
 
     def _names(self) -> list[str]:
         names = {id(p): name for name, p in self.model.named_parameters(remove_duplicate=False)}
         return [names.get(id(p), "?") for p in self._params]
 
     def step(self, closure: Closure) -> StepRecord:
-        """One balanced training step on the batch the ``closure`` uses."""
+        """One balanced training step on the batch the ``closure`` uses.
+
+        All or nothing: when anything inside raises (the closure, the balancer, the
+        optimizer, a non-finite value under ``on_nonfinite="raise"``, a
+        ``KeyboardInterrupt``), the model's parameters and buffers, the optimizer, the
+        scaler, the balancer and the random streams are as they were before the call, and
+        the gradients are ``None`` as after ``zero_grad()`` (see ``docs/reliability.md``).
+        A skipped step leaves them so too, except that a ``GradScaler`` lowers its scale
+        on overflow.
+        """
+        if not callable(closure):
+            raise TypeError(
+                "step() takes a closure: a function that runs the model on the batch and returns the "
+                f"task losses, e.g. step(lambda: task_losses(model, batch)); got {type(closure).__name__}"
+            )
         self._refuse_accumulated_gradients()
+        devices = sorted({p.device for p in self._params}, key=str)
+        rollback = Rollback(self._buffers, self._params, self.optimizer, self.balancer, self.scaler, devices)
         try:
-            return self._step(closure, time.perf_counter())
+            record = self._step(closure, time.perf_counter(), rollback, devices)
+            if record.skipped is not None and not record.skipped.startswith(_KEPT_STEP):
+                rollback.restore()
+            return record
+        except BaseException:
+            rollback.restore()
+            raise
         finally:
             for p in self._params:
                 if p.grad is not None:  # mark the step's own gradients (any trainer recognises them)
                     setattr(p.grad, _OWN_GRADIENT, p.grad._version)
 
-    def _step(self, closure: Closure, start: float) -> StepRecord:
+    def _step(
+        self, closure: Closure, start: float, rollback: Rollback, devices: Sequence[torch.device]
+    ) -> StepRecord:
         self.optimizer.zero_grad(set_to_none=True)
-        devices = sorted({p.device for p in self._params}, key=str)
-        rng_before = RngSnapshot(devices) if self._reevaluates else None
-        raw = _on_devices(closure(), devices)
+        raw = self._named(_on_devices(closure(), devices))
         graph = self.balancer.check_losses(raw, check_finite=False)
         if not graph.requires_grad:
             raise ValueError(
@@ -184,10 +217,12 @@ class BalancedOptimizer:
             closure,
             graph,
             values,
-            rng_before=rng_before,
+            rng_before=rollback.rng if self._reevaluates else None,
             parallel=self.parallel,
             scale=scale,
         )
+        if self._reevaluates and not self._same_batch_checked and bool(losses_finite):
+            self._check_same_batch(lower, values)
         try:
             decision = self.balancer.decide(lower)
         except NonFiniteGradientError as error:
@@ -202,7 +237,16 @@ class BalancedOptimizer:
                 return self._stop(self._loss_error(values), start, values)
             raise
         self._write_gradients(graph, decision, scale)
-        skipped = self._optimizer_step(values, losses_finite)
+        reports: list[UpperReport | None] = []
+
+        def before_update() -> None:
+            """Right before the optimizer steps: commit now, or be ready to undo the update."""
+            if self.balancer.needs_losses_after:
+                rollback.capture_update()
+            else:
+                reports.append(self.balancer.commit(decision, None))
+
+        skipped = self._optimizer_step(values, losses_finite, before_update)
         if skipped is not None:
             self.optimizer.zero_grad(set_to_none=True)
             decided = decision.weights if bool(losses_finite) else None  # no decision from bad losses
@@ -214,7 +258,8 @@ class BalancedOptimizer:
                     losses_after = lower.losses_at()
             except NonFiniteLossError as error:
                 return self._after_step_nonfinite(error, start, values, decision.weights)
-        report = self.balancer.commit(decision, losses_after) or decision.report
+            reports.append(self.balancer.commit(decision, losses_after))
+        report = reports[0] or decision.report
         return StepRecord(
             losses=_per_task(values),
             weights=decision.weights.detach(),
@@ -222,7 +267,45 @@ class BalancedOptimizer:
             criterion_value=None if report is None else report.criterion_value,
             losses_after=losses_after,
             seconds=time.perf_counter() - start,
+            tasks=self._tasks,
         )
+
+    def _named(self, raw: Any) -> Any:
+        """The closure's losses as a sequence; a mapping ``{name: loss}`` fixes the task names on
+        the first step, and every later step must give the same names (in any order)."""
+        if not isinstance(raw, Mapping):
+            if self._tasks is not None:
+                raise ValueError(
+                    f"the closure returned named losses {list(self._tasks)} before; return the same "
+                    f"mapping on every step, got {type(raw).__name__}"
+                )
+            return raw
+        names = tuple(str(k) for k in raw)
+        if not all(isinstance(k, str) for k in raw):
+            raise TypeError(f"named task losses need string names, got keys {list(raw)}")
+        expected = self._tasks if self._tasks is not None else names
+        if set(names) != set(expected):
+            raise ValueError(
+                f"the closure returned losses for tasks {list(names)}, expected {list(expected)}"
+            )
+        self._tasks = expected
+        return [raw[name] for name in expected]
+
+    def _check_same_batch(self, lower: StepContext, values: Tensor) -> None:
+        """A re-evaluating balancer's first step: the closure must give the same losses again at
+        the same parameters (one extra forward pass, once)."""
+        with torch.no_grad():
+            again = lower.losses_at()
+        rtol = max(1e-4, 4 * torch.finfo(again.dtype).eps)  # the closure's own precision (bf16 ...)
+        if not torch.allclose(again.to(values), values, rtol=rtol, atol=rtol * float(values.abs().max())):
+            raise ValueError(
+                f"the closure returned other losses when called again at the same parameters "
+                f"({values.tolist()} then {again.tolist()}): {type(self.balancer).__name__} evaluates "
+                "it again on the same batch, so the closure must not draw a new batch or new "
+                "random augmentations (other than torch's, which the step replays) on each call; "
+                "draw the batch outside the closure"
+            )
+        self._same_batch_checked = True
 
     def _loss_error(self, values: Tensor) -> NonFiniteLossError:
         """The error naming the non-finite tasks of ``values``."""
@@ -250,25 +333,34 @@ class BalancedOptimizer:
             if grad is not None:
                 param.grad = scale.to_grad(grad.detach().to(param.dtype)).clone()
 
-    def _optimizer_step(self, values: Tensor, losses_finite: Tensor) -> str | None:
+    def _optimizer_step(
+        self, values: Tensor, losses_finite: Tensor, before: Callable[[], None]
+    ) -> str | None:
         """Step the optimizer unless a loss or gradient is non-finite; return why it was skipped.
 
+        ``before`` runs once the step is known to happen, right before the optimizer moves.
         The common case (everything finite) reads one flag on the host.
         """
         present = [(p, g) for p in self._params if (g := p.grad) is not None]
+        if not present:
+            raise ValueError(
+                "no optimizer parameter received a gradient: the task losses are not computed from "
+                "the parameters the optimizer trains (nothing would change but the balancer's state)"
+            )
         if self.scaler is not None:
             if not bool(losses_finite):
                 return self._nonfinite(self._loss_error(values))
             self.scaler.unscale_(self.optimizer)
             bad = self._nonfinite_gradients(present)
             if not bad:
+                before()
                 self.scaler.step(self.optimizer)
             self.scaler.update()
             return "step: gradient overflow under GradScaler" if bad else None
         # A sum is NaN/inf when a term is (and ~10x faster than isfinite().all() on CPU); a sum
         # that merely overflows is re-checked element by element below.
-        sums = torch.stack([_local(g).detach().sum().float() for _, g in present]) if present else None
-        gradients_finite = torch.ones((), dtype=torch.bool) if sums is None else torch.isfinite(sums).all()
+        sums = torch.stack([_local(g).detach().sum().float() for _, g in present])
+        gradients_finite = torch.isfinite(sums).all()
         if bool(self._agree(~(losses_finite & gradients_finite.to(losses_finite.device)))):
             if not bool(losses_finite):
                 return self._nonfinite(self._loss_error(values))
@@ -279,13 +371,13 @@ class BalancedOptimizer:
                         f"the gradient is not finite for parameter(s) {bad}; the optimizer step was not taken"
                     )
                 )
+        before()
         self.optimizer.step()
         return None
 
     def _nonfinite(self, error: Exception) -> str:
         """Apply the non-finite policy before the optimizer step: raise, or the reason of a skip."""
         if self.on_nonfinite == "raise":
-            self.optimizer.zero_grad(set_to_none=True)
             raise error
         return f"step: {error}"
 
@@ -319,7 +411,6 @@ class BalancedOptimizer:
 
     def _stop(self, error: Exception, start: float, values: Tensor) -> StepRecord:
         """A non-finite value before the optimizer step: raise it or skip the step."""
-        self.optimizer.zero_grad(set_to_none=True)
         if self.on_nonfinite == "raise":
             raise error
         return self._skipped(start, values, None, f"step: {error}")
@@ -327,20 +418,21 @@ class BalancedOptimizer:
     def _after_step_nonfinite(
         self, error: NonFiniteLossError, start: float, values: Tensor, weights: Tensor
     ) -> StepRecord:
-        """Non-finite losses after a finite step: keep the step, skip the balancer's update."""
+        """Non-finite losses after a finite step: raise (the step is undone), or keep the step
+        and skip the balancer's update from them."""
         where = " after the step, on the same batch"
         if self.parallel.group is not None:
             where += f" (mean over {self.parallel.world_size} ranks)"
-        outcome = (
-            "the model step was taken (its gradients were finite) and the balancer's update "
-            "from the post-step losses was skipped; consider a lower learning rate"
-        )
         if self.on_nonfinite == "raise":
             if error.losses is None:
                 raise error
+            outcome = (
+                "the step was undone (model, optimizer and balancer are as before it); "
+                "consider a lower learning rate"
+            )
             check_finite_losses(error.losses, where, outcome)
         return self._skipped(
-            start, values, weights, f"balancer update: post-step losses {error.tasks} not finite"
+            start, values, weights, f"{_KEPT_STEP} post-step losses {error.tasks} not finite"
         )
 
     def _skipped(self, start: float, values: Tensor, weights: Tensor | None, reason: str) -> StepRecord:
@@ -353,6 +445,7 @@ class BalancedOptimizer:
             losses_after=None,
             seconds=time.perf_counter() - start,
             skipped=reason,
+            tasks=self._tasks,
         )
 
     def _refuse_accumulated_gradients(self) -> None:
@@ -382,12 +475,33 @@ class BalancedOptimizer:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.balancer.load_state_dict(state["balancer"])
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved, all or nothing: a state without the optimizer's
+        or the balancer's part, or saved by another balancer, is refused before anything loads;
+        any other failure puts the previous optimizer, balancer and scaler state back."""
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"state must be a mapping from BalancedOptimizer.state_dict(), got {type(state).__name__}"
+            )
+        missing = [key for key in ("optimizer", "balancer") if key not in state]
+        if missing:
+            raise ValueError(
+                f"not a BalancedOptimizer state: it has no {missing} (keys: {sorted(map(str, state))}); "
+                "nothing was loaded"
+            )
+        check_state_identity(self.balancer, state["balancer"])
+        backup = copy.deepcopy(self.state_dict())
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.balancer.load_state_dict(state["balancer"])
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
+        except Exception:
+            self.optimizer.load_state_dict(backup["optimizer"])
+            self.balancer.load_state_dict(backup["balancer"])
+            if self.scaler is not None:
+                self.scaler.load_state_dict(backup["scaler"])
+            raise
 
 
 def _on_devices(raw: Tensor | Sequence[Tensor], devices: Sequence[torch.device]) -> Tensor | Sequence[Tensor]:

@@ -142,8 +142,9 @@ def _nan_from_second_call(losses: torch.Tensor, calls: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_nonfinite_losses_after_a_look_ahead_or_a_step(name: str, policy: str) -> None:
     """Faithful MARIGOLD's look-ahead evaluation: stop before anything moves. Post-step
-    evaluation (perturbed MARIGOLD, FAMO): the finite step stands, the balancer's update
-    from those losses is skipped. Balancers that evaluate nothing more: a normal step."""
+    evaluation (perturbed MARIGOLD, FAMO): ``"raise"`` undoes the step (all or nothing),
+    ``"skip"`` keeps the finite step and skips the balancer's update from those losses.
+    Balancers that evaluate nothing more: a normal step."""
     net, optimizer, trainer, closure = _setup(name, policy)
     saved = _snapshot(net, optimizer, trainer)
     if name == "marigold_faithful":
@@ -159,13 +160,15 @@ def test_nonfinite_losses_after_a_look_ahead_or_a_step(name: str, policy: str) -
         return
     if policy == "raise":
         with pytest.raises(
-            bm.NonFiniteLossError, match=r"\[2\] are not finite after the step.*model step was taken"
+            bm.NonFiniteLossError, match=r"\[2\] are not finite after the step.*step was undone"
         ):
             trainer.step(closure(_nan_from_second_call))
-    else:
-        record = trainer.step(closure(_nan_from_second_call))
-        assert record.skipped == "balancer update: post-step losses [2] not finite"
-        assert bool(torch.isfinite(record.weights).all())
+        _assert_untouched(saved, net, optimizer, trainer)
+        assert trainer.step(closure()).skipped is None
+        return
+    record = trainer.step(closure(_nan_from_second_call))
+    assert record.skipped == "balancer update: post-step losses [2] not finite"
+    assert bool(torch.isfinite(record.weights).all())
     assert not identical(net.state_dict(), saved[0]), "the finite step stands"
     assert all(bool(torch.isfinite(v).all()) for v in net.state_dict().values())
     assert identical(_tensors(trainer.balancer.state_dict()), saved[2]), "the balancer's update was skipped"

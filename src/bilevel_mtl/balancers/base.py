@@ -18,6 +18,8 @@ One training step, as :class:`~bilevel_mtl.BalancedOptimizer` runs it:
 
 from __future__ import annotations
 
+import copy
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +49,11 @@ its direction, the weights; ``"common"``: only a common scale :math:`f\\to cf` l
 weights unchanged; ``"none"``: nothing claimed."""
 
 _REGISTRY: dict[str, type[Balancer]] = {}
+
+STATE_FORMAT = 1
+"""Version of the layout of a balancer's ``state_dict``; bumped when it changes."""
+_IDENTITY = "_bilevel_mtl"
+"""The ``state_dict`` key of what the state is for (method, class, number of tasks, format)."""
 
 
 def registered_balancers() -> dict[str, type[Balancer]]:
@@ -135,6 +142,33 @@ class Balancer(nn.Module, ABC):
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
         self.num_tasks = check_num_tasks(num_tasks)
+        self.register_state_dict_post_hook(_add_identity)  # type: ignore[no-untyped-call]
+        self.register_load_state_dict_pre_hook(_check_identity)  # type: ignore[no-untyped-call]
+
+    def identity(self) -> dict[str, Any]:
+        """What this balancer's state is for: checked by :meth:`load_state_dict` before anything loads."""
+        return {
+            "method": type(self).name,
+            "class": type(self).__qualname__,
+            "num_tasks": self.num_tasks,
+            "format": STATE_FORMAT,
+        }
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict``, all or nothing: a state saved for another method, class
+        or number of tasks is refused before anything is applied, naming both sides; any other
+        failure (a tensor's size, a missing key) puts the previous state back before raising."""
+        check_state_identity(self, state_dict)
+        backup = copy.deepcopy(self.state_dict())
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except Exception as error:
+            super().load_state_dict(backup)
+            raise ValueError(
+                f"cannot load this state into {_describe(self.identity())}: {error}; nothing was changed"
+            ) from error
 
     @property
     def needs_losses_after(self) -> bool:
@@ -187,13 +221,30 @@ class LossBalancer(Balancer):
     """
 
     def weights(self, losses: Tensor | Sequence[Tensor]) -> Tensor:
-        """Task weights ``[m]`` (detached) for this step's losses; changes no state."""
-        return self._weights(self.check_losses(losses).detach())
+        """Task weights ``[m]`` (detached) for this step's losses; changes no state.
+
+        A stateful balancer warns when it is asked for the weights of new losses without an
+        :meth:`update` since the last call (its state would never change)."""
+        values = self.check_losses(losses).detach()
+        weights = self._weights(values)
+        if self.stateful and type(self)._update is not LossBalancer._update:
+            last = self.__dict__.get("_weighed")
+            if last is not None and not torch.equal(last, values):
+                warnings.warn(
+                    f"{type(self).__name__}.weights() was called for new losses without update() since "
+                    "the last call: its state changes only in update(losses[, losses_after]), to be "
+                    "called after each optimizer step",
+                    stacklevel=2,
+                )
+            self.__dict__["_weighed"] = values
+        return weights
 
     def update(
         self, losses: Tensor | Sequence[Tensor], losses_after: Tensor | Sequence[Tensor] | None = None
     ) -> UpperReport | None:
-        """Apply this step's state changes, after the optimizer step."""
+        """Apply this step's state changes, after the optimizer step. Refuses what
+        :meth:`weights` refuses (negative losses where the method needs them positive, ...)
+        before anything changes."""
         before = self.check_losses(losses).detach()
         if self.needs_losses_after and losses_after is None:
             raise ValueError(
@@ -201,6 +252,10 @@ class LossBalancer(Balancer):
                 "batch after the optimizer step (under torch.no_grad())"
             )
         after = None if losses_after is None else self.check_losses(losses_after).detach().to(before)
+        for values in (before, after):
+            if values is not None:
+                self._weights(values)  # the same domain checks as weights()
+        self.__dict__.pop("_weighed", None)
         return self._update(before, after)
 
     @abstractmethod
@@ -224,3 +279,44 @@ def forked(generator: torch.Generator) -> torch.Generator:
     copy = torch.Generator(device=generator.device)
     copy.set_state(generator.get_state())
     return copy
+
+
+def _describe(identity: Mapping[str, Any]) -> str:
+    method, tasks = identity.get("method"), identity.get("num_tasks")
+    return f"{identity.get('class', '?')} (method {method!r}, {tasks} tasks)"
+
+
+def check_state_identity(balancer: Balancer, state_dict: Any) -> None:
+    """Refuse, naming both sides, a ``state_dict`` saved by another method, class or ``m``."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"a balancer's state must be a mapping, got {type(state_dict).__name__}")
+    saved = state_dict.get(_IDENTITY)
+    if saved is not None:
+        _refuse_other(balancer, saved)
+
+
+def _refuse_other(balancer: Balancer, saved: Any) -> None:
+    """Raise ``ValueError`` when ``saved`` (a state's identity) is not ``balancer``'s."""
+    own = balancer.identity()
+    keys = ("method", "class", "num_tasks")
+    if not isinstance(saved, Mapping) or any(saved.get(k) != own[k] for k in keys):
+        theirs = _describe(saved) if isinstance(saved, Mapping) else repr(saved)
+        raise ValueError(f"this state was saved by {theirs}, not by {_describe(own)}: nothing was loaded")
+    if saved.get("format", STATE_FORMAT) > STATE_FORMAT:
+        raise ValueError(
+            f"this state has format {saved['format']}, newer than this version of bilevel_mtl "
+            f"reads ({STATE_FORMAT}): nothing was loaded"
+        )
+
+
+def _add_identity(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    assert isinstance(module, Balancer)
+    state_dict[prefix + _IDENTITY] = module.identity()
+
+
+def _check_identity(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Before a (possibly nested) balancer loads: refuse another's state, and consume the key."""
+    assert isinstance(module, Balancer)
+    saved = state_dict.pop(prefix + _IDENTITY, None)
+    if saved is not None:
+        _refuse_other(module, saved)

@@ -54,10 +54,13 @@ class UpperLevel(Balancer):
         self.parametrization = parametrization or ScaledSoftmax(num_tasks, beta)
         self.criterion = criterion or WorstCaseDecrement(num_tasks, beta)
         self.estimator = estimator or SinglePoint(radius)
-        if self.parametrization.num_tasks != num_tasks:
-            raise ValueError(
-                f"parametrization is for {self.parametrization.num_tasks} tasks, not {num_tasks}"
-            )
+        for part in (self.parametrization, self.criterion):
+            sized = getattr(part, "num_tasks", num_tasks)
+            if sized != num_tasks:
+                raise ValueError(
+                    f"{type(self).__name__}({num_tasks}) got {type(part).__name__}({sized}), which is "
+                    f"sized for {sized} tasks: build it with {num_tasks}"
+                )
         if (
             isinstance(self.estimator, ZerothOrder)
             and not self.parametrization.on_simplex

@@ -27,7 +27,12 @@ class PositiveWeights(Parametrization):
         trainable: Sequence[bool] | None = None,
     ) -> None:
         super().__init__(num_tasks)
-        start = torch.as_tensor(init, dtype=torch.get_default_dtype()).expand(num_tasks).clone()
+        start = torch.as_tensor(init, dtype=torch.get_default_dtype())
+        if start.dim() > 1 or (start.dim() == 1 and start.numel() != num_tasks):
+            raise ValueError(
+                f"init must be one number or {num_tasks} numbers (one per task), got {start.tolist()}"
+            )
+        start = start.expand(num_tasks).clone()
         if not bool((start > 0).all()) or not bool(torch.isfinite(start).all()):
             raise ValueError(f"initial weights must be finite and > 0, got {start.tolist()}")
         mask = torch.ones(num_tasks, dtype=torch.bool)
