@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -70,14 +70,20 @@ def check_finite_losses(losses: Tensor, where: str = "", outcome: str = NOTHING_
     return losses
 
 
-def as_loss_vector(losses: Tensor | Sequence[Tensor], num_tasks: int, check_finite: bool = True) -> Tensor:
+def as_loss_vector(
+    losses: Tensor | Sequence[Tensor] | Mapping[str, Tensor], num_tasks: int, check_finite: bool = True
+) -> Tensor:
     """Return the task losses as one vector of shape ``[num_tasks]``.
 
-    Accepts a 1-D tensor or a sequence of scalar tensors. Raises ``ValueError``
+    Accepts a 1-D tensor, a sequence of scalar tensors or a mapping ``{task name: scalar
+    tensor}`` (in its order; :class:`~bilevel_mtl.BalancedOptimizer` keeps the names of
+    its first step). Raises ``ValueError``
     for a wrong count, non-scalar entries or a non-floating dtype and, with
     ``check_finite`` (a read of the values on the host), :class:`NonFiniteLossError`
     naming the NaN/inf tasks.
     """
+    if isinstance(losses, Mapping):
+        losses = list(losses.values())
     if isinstance(losses, Tensor):
         if losses.dim() != 1:
             raise ValueError(

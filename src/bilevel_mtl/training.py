@@ -193,7 +193,8 @@ class BalancedOptimizer:
         self, closure: Closure, start: float, rollback: Rollback, devices: Sequence[torch.device]
     ) -> StepRecord:
         self.optimizer.zero_grad(set_to_none=True)
-        raw = self._named(_on_devices(closure(), devices))
+        closure = self._in_task_order(closure)
+        raw = _on_devices(closure(), devices)
         graph = self.balancer.check_losses(raw, check_finite=False)
         if not graph.requires_grad:
             raise ValueError(
@@ -269,6 +270,14 @@ class BalancedOptimizer:
             seconds=time.perf_counter() - start,
             tasks=self._tasks,
         )
+
+    def _in_task_order(self, closure: Closure) -> Closure:
+        """``closure`` giving its losses in the task order on every call (re-evaluations too)."""
+
+        def ordered() -> Any:
+            return self._named(closure())
+
+        return ordered
 
     def _named(self, raw: Any) -> Any:
         """The closure's losses as a sequence; a mapping ``{name: loss}`` fixes the task names on

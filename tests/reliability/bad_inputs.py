@@ -24,10 +24,10 @@ from torch import nn
 
 import bilevel_mtl as bm
 from bilevel_mtl.balancers import LS, LossBalancer
-from bilevel_mtl.criteria import FunctionCriterion, MainTaskLoss
+from bilevel_mtl.criteria import FunctionCriterion, MainTaskLoss, WorstCaseDecrement
 from bilevel_mtl.estimators import SinglePoint
 from bilevel_mtl.lookahead import LookAhead
-from bilevel_mtl.parametrizations import PositiveWeights, Softmax
+from bilevel_mtl.parametrizations import PositiveWeights, ScaledSoftmax, Softmax
 from bilevel_mtl.registry import balancer_classes, build_balancer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -151,6 +151,28 @@ def declared_rows() -> list[Row]:
     return rows
 
 
+def _new_batch_per_call(s: Setup) -> object:
+    """A closure that evaluates another batch on each call (a counter stands for a data loader)."""
+    calls = [0]
+
+    def closure() -> torch.Tensor:
+        calls[0] += 1
+        return s.model(X * calls[0]).pow(2).mean(0) + 1.0
+
+    return bm.BalancedOptimizer(s.model, s.optimizer, bm.Marigold(M)).step(closure)
+
+
+def _renamed_tasks(s: Setup) -> object:
+    trainer = bm.BalancedOptimizer(s.model, s.optimizer, LS(M))
+    trainer.step(lambda: dict(zip(("depth", "normals"), s.losses(), strict=True)))
+    return trainer.step(lambda: dict(zip(("depth", "edges"), s.losses(), strict=True)))
+
+
+def _disconnected(s: Setup) -> object:
+    other = torch.ones(M, requires_grad=True)
+    return bm.BalancedOptimizer(s.model, s.optimizer, LS(M)).step(lambda: other * 2.0)
+
+
 def _nadam() -> object:
     setup = make_setup(torch.optim.NAdam)
     return setup.step(setup.losses)
@@ -229,6 +251,45 @@ ROWS: list[Row] = [
         lambda s: FunctionCriterion(3.0)),
     Row("eps-root-negative", "`LookAhead(eps_root < 0)`", ValueError, "eps_root must be >= 0",
         lambda s: LookAhead(s.optimizer, eps_root=-1.0)),
+    Row("criterion-size", "a criterion for another number of tasks (`MainTaskLoss(4)` in `Marigold(3)`)",
+        ValueError, r"Marigold\(3\) got MainTaskLoss\(4\), which is sized for 4 tasks",
+        lambda s: bm.Marigold(3, criterion=MainTaskLoss(4))),
+    Row("worst-case-size", "`WorstCaseDecrement(5)` in `Marigold(3)`", ValueError,
+        r"got WorstCaseDecrement\(5\)", lambda s: bm.Marigold(3, criterion=WorstCaseDecrement(5))),
+    Row("positive-init-size", "`PositiveWeights(3, init=[1, 2])`: initial weights for 2 tasks", ValueError,
+        "init must be one number or 3 numbers", lambda s: PositiveWeights(3, init=[1.0, 2.0])),
+    Row("min-loss-ratio", "`ScaledSoftmax(m, min_loss_ratio=1)`", ValueError, "min_loss_ratio must be < 1",
+        lambda s: ScaledSoftmax(M, min_loss_ratio=1.0)),
+    # what the closure returns and does
+    Row("step-with-losses", "`step(losses)`: the losses instead of a closure", TypeError,
+        "step\\(\\) takes a closure.*got Tensor", lambda s: s.trainer.step(s.losses())),  # type: ignore[arg-type]
+    Row("step-with-none", "`step(None)`", TypeError, "step\\(\\) takes a closure.*got NoneType",
+        lambda s: s.trainer.step(None)),  # type: ignore[arg-type]
+    Row("disconnected-losses", "losses that require grad but not through the optimizer's parameters",
+        ValueError, "no optimizer parameter received a gradient", _disconnected, _STEP),
+    Row("new-batch-per-call", "a closure that evaluates a new batch on each call (re-evaluating balancers)",
+        ValueError, "returned other losses when called again at the same parameters", _new_batch_per_call,
+        _STEP),
+    Row("renamed-tasks", "named losses (`{name: loss}`) whose names change between steps", ValueError,
+        r"losses for tasks \['depth', 'edges'\], expected \['depth', 'normals'\]", _renamed_tasks),
+    Row("non-string-names", "named losses with non-string keys", TypeError, "string names",
+        lambda s: s.step(lambda: dict(enumerate(s.losses())))),
+    # checkpoints
+    Row("load-other-size", "`Marigold(3)`'s state loaded into `Marigold(2)`", ValueError,
+        r"saved by Marigold \(method 'marigold', 3 tasks\), not by Marigold \(method 'marigold', 2 tasks\)",
+        lambda s: bm.Marigold(M).load_state_dict(bm.Marigold(3).state_dict())),
+    Row("load-other-method", "`FAMO`'s state loaded into `Marigold`", ValueError,
+        r"saved by FAMO \(method 'famo', 2 tasks\), not by Marigold",
+        lambda s: bm.Marigold(M).load_state_dict(build_balancer("famo", M).state_dict())),
+    Row("load-other-mode", "`MarigoldFaithful`'s state loaded into `Marigold`", ValueError,
+        r"saved by MarigoldFaithful .*not by Marigold \(",
+        lambda s: bm.Marigold(M).load_state_dict(bm.MarigoldFaithful(M).state_dict())),
+    Row("trainer-state-without-balancer", "`BalancedOptimizer.load_state_dict` of a state with no `balancer`",
+        ValueError, r"not a BalancedOptimizer state: it has no \['balancer'\]",
+        lambda s: s.trainer.load_state_dict({"optimizer": s.optimizer.state_dict()})),
+    # a loop you own
+    Row("update-negative-losses", "`DWA(m).update()` of negative losses (which `weights()` refuses too)",
+        ValueError, "must be > 0", lambda s: build_balancer("dwa", M).update(-torch.ones(M))),
     # the objects handed to the one-call step
     Row("model-not-module", "a model that is not an `nn.Module`", TypeError, r"torch\.nn\.Module",
         lambda s: bm.BalancedOptimizer(object(), s.optimizer, LS(M))),
