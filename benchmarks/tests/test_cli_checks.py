@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from benchmarks import CACHE_ENV
 from benchmarks.checks import RUNS, output_folder
 from benchmarks.cli import SUITES, build_parser, main
+from benchmarks.profiling import peak_extra_bytes
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 QUICK_ESTIMATORS = ["estimators", "--quick", "--problems", "quadratic", "--tasks", "2"]
@@ -315,3 +317,16 @@ def test_data_quick_generates_the_quick_sizes(capsys: pytest.CaptureFixture[str]
     assert main(["data", "--quick", "--suites", "manytasks", "--no-cache"]) == 0
     output = capsys.readouterr().out
     assert "size quick, not cached" in output and "train     1000   test      500" in output
+
+
+def test_the_memory_probe_drops_the_profiler_markers_only(capfd: pytest.CaptureFixture[str]) -> None:
+    def prepare() -> object:
+        def call() -> None:
+            torch.ones(1000).sum()
+            os.write(2, b"real output\n")
+
+        return call
+
+    assert peak_extra_bytes([prepare], torch.device("cpu"))[0] > 0
+    err = capfd.readouterr().err
+    assert "real output\n" in err and "profiler_start" not in err and "profiler_stop" not in err
