@@ -9,7 +9,8 @@ warm-up so that a block takes at least ``--block-ms``. A ratio is method/LS (tim
 of one adjacent pair of blocks; the record gives the median ratio, its interquartile range
 and the median absolute time per step. A method slower than ``--slow`` seconds a step is
 measured with fewer steps (``slow`` in the record), one slower than ``--give-up`` with a
-single pair (``pairs`` = 1). ``--resume`` keeps finished records.
+single pair (``pairs`` = 1). ``--resume`` keeps the finished records of a run made with the
+same batch size, ``--set``, seed, device and threads.
 
 Clock: on CUDA, wall time with ``torch.cuda.synchronize()`` around each block. On CPU,
 the process's CPU time (``time.process_time``, all threads) is the primary measure: on a
@@ -121,7 +122,7 @@ def pair_suite(num_tasks: int, hidden: int, args: argparse.Namespace) -> Suite[A
     return suite_of("manytasks", "default", args.overrides, **fixed)
 
 
-# what the records of a run depend on: a resumed run must use the same
+# What the records of a run depend on: a resumed run must use the same.
 _SETTINGS = {
     "batch_size": "--batch-size",
     "overrides": "--set",
