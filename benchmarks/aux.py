@@ -23,16 +23,17 @@ trajectory. Results: ``aux.json``, ``aux.csv``, ``aux_weights.png``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from bilevel_mtl._argtypes import positive_float
 from bilevel_mtl.balancers import STL, Balancer, Marigold, MarigoldFaithful
 from bilevel_mtl.criteria import MainTaskLoss
 from bilevel_mtl.parametrizations import PositiveWeights
 
+from .checks import UsageError, add_output_arguments, output_folder, suite_of
 from .metrics import ne_gain
 from .quality import add_common_arguments, resolve, suite_description
 from .runs import build_method, mean_std, pick_device, provenance, train_run, write_results
@@ -46,13 +47,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument(
         "--upper-lrs",
-        type=float,
+        type=positive_float,
         nargs="+",
         default=[1e-4, 1e-2],
         help="upper Adam rates of the aux variants",
     )
     parser.add_argument("--mode", choices=("perturbed", "faithful"), default="perturbed")
     add_common_arguments(parser)
+    add_output_arguments(parser, "aux-ads")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every value before any work (:mod:`benchmarks.checks`); fills in the defaults and ``--out``."""
+    if "ls" not in args.methods:
+        raise UsageError("--methods", "the NE gain is measured against LS: keep 'ls' in --methods")
+    suite = resolve(args, "ads")
+    model = suite.model(args.seeds[0])
+    for method, make in variants(args, suite).items():
+        try:
+            make(model, args.seeds[0])
+        except (TypeError, ValueError) as error:
+            raise UsageError("--methods", f"{method}: {error}") from None
+    args.out = output_folder(args, "aux-ads", "aux.json")
 
 
 def aux_balancer(suite: Suite[Any], learnt: tuple[str, ...], lr: float, mode: str, seed: int) -> Balancer:
@@ -93,18 +109,15 @@ def run(args: argparse.Namespace) -> int:
     from .plots import plot_trajectories  # matplotlib: the 'plot' extra, imported only here
 
     torch.set_num_threads(args.threads)
-    suite, seeds, out = resolve(args, "ads")
-    if args.out is None:
-        out = Path("benchmarks/results/ads")
+    suite = suite_of("ads", args.size, args.overrides)
+    seeds, out = args.seeds, args.out
     device = pick_device(args.device)
     table = variants(args, suite)
-    if "ls" not in table:
-        raise ValueError("the NE gain is measured against LS: keep 'ls' in --methods")
     table = {"ls": table.pop("ls"), **table}
     payload: dict[str, Any] = {
         "benchmark": "aux",
         "provenance": provenance(args, seeds, device),
-        "suite": suite_description(suite, "quick" if args.quick else args.size, {}),
+        "suite": suite_description(suite, args.size, {}),
         "main_task": suite.main_task,
         "methods": list(table),
         "data_seed": args.data_seed,
@@ -182,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             "weight ω",
             f"Ads: learnt auxiliary weights (seed {seeds[0]})",
         )
+    print(f"results in {out}")
     return 0
 
 

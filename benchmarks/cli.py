@@ -1,8 +1,9 @@
 """The benchmark harness's command line, ``python -m benchmarks <suite> ...`` from a checkout.
 
 ``python -m benchmarks data|quality|aux|cost|estimators --help`` lists each sub-command's options.
-The harness is not installed with ``pip install bilevel-mtl``: run it from the repository root
-(``pip install -e ".[bench]"`` brings its dependencies).
+Every value is checked before any work starts (:mod:`benchmarks.checks`): a bad one is a
+one-line usage error (exit code 2). The harness is not installed with ``pip install bilevel-mtl``:
+run it from the repository root (``pip install -e ".[bench]"`` brings its dependencies).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-# Sub-commands: name -> (module exposing ``configure(parser)`` and ``run(args) -> int``, help).
+from .checks import UsageError
+
+# Sub-commands: name -> (module with ``configure(parser)``, ``check(args)``, ``run(args) -> int``; help).
 SUITES: dict[str, tuple[str, str]] = {
     "data": ("benchmarks.prepare", "generate and cache the data sets of some suites"),
     "quality": ("benchmarks.quality", "train every method on a suite: Δm%%, mean rank, metrics"),
@@ -21,17 +24,25 @@ SUITES: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command line's parser and each sub-command's."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description="Run a benchmark suite of bilevel-mtl."
     )
     suites = parser.add_subparsers(dest="suite", required=True)
-    for name, (module, text) in SUITES.items():
-        importlib.import_module(module).configure(suites.add_parser(name, help=text))
-    return parser
+    commands = {name: suites.add_parser(name, help=text) for name, (_, text) in SUITES.items()}
+    for name, command in commands.items():
+        importlib.import_module(SUITES[name][0]).configure(command)
+    return parser, commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = importlib.import_module(SUITES[args.suite][0]).run(args)
+    parser, commands = build_parser()
+    args = parser.parse_args(argv)
+    module = importlib.import_module(SUITES[args.suite][0])
+    try:
+        module.check(args)
+    except UsageError as error:
+        commands[args.suite].error(str(error))
+    result: int = module.run(args)
     return result

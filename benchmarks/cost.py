@@ -9,7 +9,8 @@ warm-up so that a block takes at least ``--block-ms``. A ratio is method/LS (tim
 of one adjacent pair of blocks; the record gives the median ratio, its interquartile range
 and the median absolute time per step. A method slower than ``--slow`` seconds a step is
 measured with fewer steps (``slow`` in the record), one slower than ``--give-up`` with a
-single pair (``pairs`` = 1). ``--resume`` keeps finished records.
+single pair (``pairs`` = 1). ``--resume`` keeps the finished records of a run made with the
+same batch size, ``--set``, seed, device and threads.
 
 Clock: on CUDA, wall time with ``torch.cuda.synchronize()`` around each block. On CPU,
 the process's CPU time (``time.process_time``, all threads) is the primary measure: on a
@@ -39,31 +40,31 @@ import argparse
 import ctypes
 import functools
 import gc
-import json
 import math
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from bilevel_mtl._argtypes import nonnegative_int, positive_float, positive_int
 from bilevel_mtl.training import BalancedOptimizer
 
+from .checks import (
+    add_output_arguments,
+    check_methods,
+    check_same_settings,
+    device_name,
+    earlier_results,
+    output_folder,
+    suite_of,
+)
 from .datasets import iterate_batches, to_device
 from .quality import DEFAULT_METHODS as QUALITY_METHODS
-from .runs import (
-    build_method,
-    method_names,
-    parse_overrides,
-    pick_device,
-    provenance,
-    split_method,
-    write_results,
-)
-from .suites import make_suite
+from .runs import build_method, method_names, pick_device, provenance, write_results
+from .suites import Suite
 
 DEFAULT_METHODS = tuple(m for m in QUALITY_METHODS if m not in ("stl", "ls"))
 """The quality suite's methods but the references (LS is what every ratio divides by)."""
@@ -75,27 +76,75 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods", nargs="+", default=list(DEFAULT_METHODS), help=f"one of {method_names()}"
     )
-    parser.add_argument("--tasks", type=int, nargs="+", default=[2, 8, 32, 128, 256])
-    parser.add_argument("--hidden", type=int, nargs="+", default=[64], help="MLP widths d to sweep")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each method first")
-    parser.add_argument("--repeats", type=int, default=20, help="timed (LS, method) pairs, at most")
-    parser.add_argument("--block-ms", type=float, default=20.0, help="LS time of one timed block, at least")
     parser.add_argument(
-        "--budget", type=float, default=20.0, help="seconds of timed steps per (m, d, method), at most"
+        "--tasks",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        help="numbers of tasks m (default 2 8 32 128 256; quick: 2 8)",
     )
-    parser.add_argument("--slow", type=float, default=1.0, help="seconds a step beyond which fewer are timed")
+    parser.add_argument("--hidden", type=positive_int, nargs="+", default=[64], help="MLP widths d to sweep")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps of each method first")
     parser.add_argument(
-        "--give-up", type=float, default=30.0, help="seconds a step beyond which one pair is timed"
+        "--repeats",
+        type=positive_int,
+        default=None,
+        help="timed (LS, method) pairs, at most (default 20; quick: 3)",
     )
-    parser.add_argument("--resume", action="store_true", help="keep the records in --out and skip them")
+    parser.add_argument(
+        "--block-ms", type=positive_float, default=20.0, help="LS time of one timed block, at least"
+    )
+    parser.add_argument(
+        "--budget",
+        type=positive_float,
+        default=20.0,
+        help="seconds of timed steps per (m, d, method), at most",
+    )
+    parser.add_argument(
+        "--slow", type=positive_float, default=1.0, help="seconds a step beyond which fewer are timed"
+    )
+    parser.add_argument(
+        "--give-up", type=positive_float, default=30.0, help="seconds a step beyond which one pair is timed"
+    )
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cost"))
-    parser.add_argument("--quick", action="store_true", help="m in {2, 8}, 3 pairs (CI-sized)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:<index> or auto")
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--quick", action="store_true", help="CI-sized: m in {2, 8}, 3 pairs (unless given)")
     parser.add_argument("--no-progress", action="store_true")
+    add_output_arguments(parser, "cost", resume=True)
+
+
+def pair_suite(num_tasks: int, hidden: int, args: argparse.Namespace) -> Suite[Any]:
+    """The m-task MLP suite of one measurement: one batch of training data (``--set`` over it)."""
+    fixed = {"num_tasks": num_tasks, "hidden": hidden, "num_train": args.batch_size, "num_test": 8}
+    return suite_of("manytasks", "default", args.overrides, **fixed)
+
+
+# What the records of a run depend on: a resumed run must use the same.
+_SETTINGS = {
+    "batch_size": "--batch-size",
+    "overrides": "--set",
+    "seed": "--seed",
+    "device": "--device",
+    "threads": "--threads",
+}
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every value before any work (:mod:`benchmarks.checks`); fills in the defaults and ``--out``."""
+    if args.tasks is None:
+        args.tasks = [2, 8] if args.quick else [2, 8, 32, 128, 256]
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 20
+    for num_tasks in args.tasks:
+        for hidden in args.hidden:
+            check_methods(["ls", *args.methods], pair_suite(num_tasks, hidden, args), args.seed)
+    earlier = earlier_results(args, "cost.json")
+    if earlier is not None:
+        check_same_settings(earlier, args, _SETTINGS, args.out / "cost.json")
+    args.out = output_folder(args, "cost", "cost.json")
 
 
 class MemoryProbe:
@@ -164,8 +213,7 @@ def measure_pair(
     repeats: int,
 ) -> dict[str, Any]:
     """Interleaved timing and memory of LS and ``method`` on one batch of the m-task MLP."""
-    overrides = {"num_tasks": num_tasks, "hidden": hidden, "num_train": args.batch_size, "num_test": 8}
-    suite = make_suite("manytasks", "default", **{**overrides, **parse_overrides(args.overrides)})
+    suite = pair_suite(num_tasks, hidden, args)
     data = suite.datasets(seed=args.seed, progress=False)
     inputs, targets = to_device(next(iter(iterate_batches(data.train, args.batch_size))), device)
     trainers = {}
@@ -254,11 +302,7 @@ def run(args: argparse.Namespace) -> int:
     from .plots import plot_cost  # matplotlib: the 'plot' extra, imported only here
 
     torch.set_num_threads(args.threads)
-    for method in args.methods:
-        split_method(method)
     device = pick_device(args.device)
-    tasks = [2, 8] if args.quick else args.tasks
-    repeats = 3 if args.quick else args.repeats
     probe = MemoryProbe(device)
     payload: dict[str, Any] = {
         "benchmark": "cost",
@@ -269,15 +313,15 @@ def run(args: argparse.Namespace) -> int:
         "protocol": "interleaved LS/method blocks of steps after warm-up; ratios of adjacent pairs",
     }
     records: list[dict[str, Any]] = []
-    if args.resume and (args.out / "cost.json").exists():
-        earlier = json.loads((args.out / "cost.json").read_text())
+    earlier = earlier_results(args, "cost.json")
+    if earlier is not None:
         records = earlier["records"]
         payload["earlier_runs"] = [*earlier.get("earlier_runs", []), earlier["provenance"]]
     done = {(r["num_tasks"], r["hidden"], r["method"]) for r in records}
-    jobs = [(m, d, method) for d in args.hidden for m in tasks for method in args.methods]
+    jobs = [(m, d, method) for d in args.hidden for m in args.tasks for method in args.methods]
     jobs = [job for job in jobs if job not in done]
     for num_tasks, hidden, method in tqdm(jobs, disable=args.no_progress, desc="cost"):
-        record = measure_pair(num_tasks, hidden, method, args, device, probe, repeats)
+        record = measure_pair(num_tasks, hidden, method, args, device, probe, args.repeats)
         records.append(record)
         print(
             f"m={num_tasks:4d} d={hidden:4d} {method:18s} time x{record['time_ratio_median']:6.2f} "

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bilevel_mtl._argtypes import integer, nonnegative_int, positive_int
 from bilevel_mtl.balancers import LS
 from bilevel_mtl.context import StepContext
 from bilevel_mtl.criteria import WorstCaseDecrement
@@ -43,6 +44,7 @@ from bilevel_mtl.estimators import (
 )
 from bilevel_mtl.training import BalancedOptimizer
 
+from .checks import add_output_arguments, output_folder, read_json
 from .estimator_problems import PROBLEMS, Problem
 from .profiling import describe_device, interleaved_ratio, peak_extra_bytes
 
@@ -66,22 +68,36 @@ QUICK_TASKS = (2, 3)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny CI-sized run (m = 2, 3; few samples)")
-    parser.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results/estimators"), help="output folder"
-    )
     parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
     parser.add_argument("--estimators", nargs="+", choices=list(ESTIMATORS), default=list(ESTIMATORS))
-    parser.add_argument("--tasks", nargs="+", type=int, help="numbers of tasks m (default 2..64; quick: 2 3)")
-    parser.add_argument("--samples", type=int, help="estimates per random estimator (default 64; quick: 3)")
-    parser.add_argument("--repeats", type=int, help="interleaved timing pairs (default 15; quick: 2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--tasks", nargs="+", type=integer(2), help="numbers of tasks m (default 2..64; quick: 2 3)"
+    )
+    parser.add_argument(
+        "--samples", type=integer(2), help="estimates per random estimator (default 64; quick: 3)"
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, help="interleaved timing pairs (default 15; quick: 2)"
+    )
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
         "--from-json",
         type=Path,
-        help="measure nothing: rewrite summary.md and the plots in --out from this results.json",
+        help="measure nothing: write summary.md and the plots of this results.json to --out",
     )
+    add_output_arguments(parser, "estimators")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every value before any work (:mod:`benchmarks.checks`); fills in the defaults and ``--out``."""
+    if args.from_json is not None:
+        read_json(args.from_json, "--from-json", ("records", "meta"))
+    args.tasks = args.tasks or list(QUICK_TASKS if args.quick else FULL_TASKS)
+    args.samples = args.samples or (3 if args.quick else 64)
+    args.repeats = args.repeats or (2 if args.quick else 15)
+    args.out = output_folder(args, "estimators", "results.json")
 
 
 def step_context(problem: Problem) -> StepContext:
@@ -257,8 +273,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     if args.from_json is not None:
-        data = json.loads(args.from_json.read_text())
-        args.out.mkdir(parents=True, exist_ok=True)
+        data = read_json(args.from_json, "--from-json", ("records", "meta"))
         write_summary(args.out, data["records"], data["meta"])
         if not args.no_plots:
             from .estimator_plots import plot_all
@@ -266,11 +281,7 @@ def run(args: argparse.Namespace) -> int:
             plot_all(data["records"], args.out)
         return 0
     torch.set_num_threads(args.threads)
-    tasks = args.tasks or (QUICK_TASKS if args.quick else FULL_TASKS)
-    samples = args.samples or (3 if args.quick else 64)
-    repeats = args.repeats or (2 if args.quick else 15)
-    if samples < 2 or repeats < 1 or min(tasks) < 2:
-        raise ValueError("need --samples >= 2, --repeats >= 1 and every m >= 2")
+    tasks, samples, repeats = args.tasks, args.samples, args.repeats
     meta = {
         "command": " ".join(["python", "-m", "benchmarks", *sys.argv[1:]]),
         "arguments": {k: str(v) for k, v in vars(args).items()},

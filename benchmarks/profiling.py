@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import re
 import statistics
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +121,7 @@ def peak_extra_bytes(
             _synchronize(device)
             peaks.append(int(torch.cuda.max_memory_allocated(device) - start))
         return peaks
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _without_profiler_markers(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for i, prepare in enumerate(prepares):
             call = prepare()
             _mark(f"{_MARK}.{i}.start")
@@ -143,6 +147,32 @@ def peak_extra_bytes(
 
 
 _MARK = "bilevel_mtl.peak_extra_bytes"
+_PROFILER_MARKERS = re.compile(rb"USDT:.*\] profiler_(start|stop)\s*")
+
+
+@contextlib.contextmanager
+def _without_profiler_markers() -> Iterator[None]:
+    """Drop the ``USDT: ... profiler_start`` / ``profiler_stop`` lines libkineto writes to stderr.
+
+    They are logged above its ERROR level, so no ``KINETO_LOG_LEVEL`` hides them alone (and the
+    level is read once per process). Instead file descriptor 2 goes to a temporary file while
+    the profiler runs, and every other line is written back to stderr after it.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().splitlines(keepends=True)
+            kept = b"".join(line for line in lines if not _PROFILER_MARKERS.fullmatch(line))
+            while kept:
+                kept = kept[os.write(2, kept) :]
 
 
 def _mark(name: str) -> None:

@@ -16,11 +16,21 @@ import argparse
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from bilevel_mtl._argtypes import nonnegative_int, positive_int
+
+from .checks import (
+    UsageError,
+    add_output_arguments,
+    check_methods,
+    device_name,
+    earlier_results,
+    output_folder,
+    suite_of,
+)
 from .metrics import delta_m, mean_rank
 from .runs import (
     build_method,
@@ -29,12 +39,11 @@ from .runs import (
     parse_overrides,
     pick_device,
     provenance,
-    split_method,
     train_run,
     train_stl,
     write_results,
 )
-from .suites import SIZES, Suite, make_suite
+from .suites import SIZES, Suite
 
 QUALITY_SUITES = ("scenes", "scenes2", "digits", "manytasks")
 DEFAULT_METHODS = (
@@ -54,9 +63,11 @@ DEFAULT_METHODS = (
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by the training runners (quality and aux)."""
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="model seeds (default 0 1 2)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the suite size's recipe")
-    parser.add_argument("--size", choices=SIZES, default="default")
+    parser.add_argument(
+        "--seeds", type=nonnegative_int, nargs="+", default=None, help="model seeds (default 0 1 2; quick: 0)"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default: the suite size's recipe")
+    parser.add_argument("--size", choices=SIZES, default=None, help="preset (default: default; quick: quick)")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -65,15 +76,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="suite settings to replace, e.g. num_train=2000 width=8 batch_size=32",
     )
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated data set")
+    parser.add_argument("--data-seed", type=nonnegative_int, default=0, help="seed of the generated data set")
     parser.add_argument(
-        "--average-last", type=int, default=3, help="average the metrics of the last N epochs"
+        "--average-last", type=positive_int, default=3, help="average the metrics of the last N epochs"
     )
-    parser.add_argument("--weight-every", type=int, default=10, help="record the task weights every k steps")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--quick", action="store_true", help="size 'quick', one seed (CI-sized)")
+    parser.add_argument(
+        "--weight-every", type=positive_int, default=10, help="record the task weights every k steps"
+    )
+    parser.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:<index> or auto")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    parser.add_argument(
+        "--quick", action="store_true", help="CI-sized: size 'quick', one seed (unless given)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -87,18 +101,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"registry names, optionally with options (marigold:lr=0.01); one of {method_names()}",
     )
     add_common_arguments(parser)
-    parser.add_argument(
-        "--resume", action="store_true", help="keep the records of an earlier run in --out and skip them"
-    )
+    add_output_arguments(parser, "quality-<suite>", resume=True)
 
 
-def resolve(args: argparse.Namespace, suite_name: str) -> tuple[Suite[Any], list[int], Path]:
-    """The suite, seeds and output folder the arguments ask for."""
-    size = "quick" if args.quick else args.size
-    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    suite = make_suite(suite_name, size, **parse_overrides(args.overrides))
-    out = args.out if args.out is not None else Path("benchmarks/results") / suite_name
-    return suite, seeds, out
+def resolve(args: argparse.Namespace, suite_name: str) -> Suite[Any]:
+    """Fill in the size and seeds ``--quick`` implies (unless given); the suite they ask for."""
+    if args.size is None:
+        args.size = "quick" if args.quick else "default"
+    if args.seeds is None:
+        args.seeds = [0] if args.quick else [0, 1, 2]
+    return suite_of(suite_name, args.size, args.overrides)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every value before any work (:mod:`benchmarks.checks`); fills in the defaults and ``--out``."""
+    suite = resolve(args, args.suite_name)
+    check_methods([method for method in args.methods if method != "stl"], suite, args.seeds[0])
+    earlier = earlier_results(args, "quality.json")
+    config = suite_description(suite, args.size, {})["config"]
+    if earlier is not None and earlier.get("suite", {}).get("config") != config:
+        raise UsageError("--resume", f"{args.out / 'quality.json'} was made with another suite configuration")
+    args.out = output_folder(args, f"quality-{args.suite_name}", "quality.json")
 
 
 def suite_description(suite: Suite[Any], size: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,27 +170,22 @@ def run(args: argparse.Namespace) -> int:
     from .plots import plot_delta_m_vs_time, plot_weights  # matplotlib: the 'plot' extra, imported only here
 
     torch.set_num_threads(args.threads)
-    suite, seeds, out = resolve(args, args.suite_name)
+    suite = suite_of(args.suite_name, args.size, args.overrides)
+    seeds, out = args.seeds, args.out
     device = pick_device(args.device)
     methods = list(dict.fromkeys(["stl", *args.methods]))
-    for method in methods:
-        split_method(method)
     higher = suite.higher_is_better
     payload: dict[str, Any] = {
         "benchmark": "quality",
         "provenance": provenance(args, seeds, device),
-        "suite": suite_description(
-            suite, "quick" if args.quick else args.size, parse_overrides(args.overrides)
-        ),
+        "suite": suite_description(suite, args.size, parse_overrides(args.overrides)),
         "methods": methods,
         "average_last": args.average_last,
         "data_seed": args.data_seed,
     }
     records: list[dict[str, Any]] = []
-    if args.resume and (out / "quality.json").exists():
-        earlier = json.loads((out / "quality.json").read_text())
-        if earlier["suite"]["config"] != payload["suite"]["config"]:
-            raise ValueError(f"--resume: {out / 'quality.json'} was made with another suite configuration")
+    earlier = earlier_results(args, "quality.json")
+    if earlier is not None:
         records = [r for r in earlier["records"] if r["method"] in methods and r["seed"] in seeds]
         payload["earlier_runs"] = [*earlier.get("earlier_runs", []), earlier["provenance"]]
     data = suite.datasets(seed=args.data_seed, progress=not args.no_progress)

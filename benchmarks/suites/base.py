@@ -58,17 +58,20 @@ AnyConfig = TypeVar("AnyConfig")
 
 def apply_overrides(config: AnyConfig, overrides: Mapping[str, Any]) -> AnyConfig:
     """``config`` with fields replaced; a key may also name a field of a nested ``data`` or
-    ``training`` dataclass. Unknown keys raise ``ValueError`` listing the valid ones."""
+    ``training`` dataclass. Unknown keys, and values of another type than the field's
+    (an integer is a float too), raise ``ValueError``."""
     top = {field.name for field in dataclasses.fields(config)}  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
         if key in top:
+            _check_type(key, getattr(config, key), value)
             changes[key] = value
             continue
         for part in ("data", "training"):
             inner = getattr(config, part, None)
             if inner is not None and key in {field.name for field in dataclasses.fields(inner)}:
+                _check_type(key, getattr(inner, key), value)
                 nested.setdefault(part, {})[key] = value
                 break
         else:
@@ -81,6 +84,18 @@ def apply_overrides(config: AnyConfig, overrides: Mapping[str, Any]) -> AnyConfi
     for part, values in nested.items():
         changes[part] = dataclasses.replace(changes.get(part, getattr(config, part)), **values)
     return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+
+
+def _check_type(key: str, current: Any, value: Any) -> None:
+    """A setting keeps its field's type (an int is a float too; a field that is ``None`` takes any)."""
+    if current is None:
+        return
+    if isinstance(current, float) and not isinstance(value, bool):
+        same = isinstance(value, int | float)
+    else:
+        same = isinstance(value, type(current)) and isinstance(value, bool) == isinstance(current, bool)
+    if not same:
+        raise ValueError(f"setting {key!r} must be of type {type(current).__name__}, got {value!r}")
 
 
 class Suite(ABC, Generic[ConfigT]):

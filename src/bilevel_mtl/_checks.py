@@ -112,9 +112,17 @@ def as_loss_vector(
     return check_finite_losses(vector) if check_finite else vector
 
 
+def _number(name: str, value: float, requirement: str) -> float:
+    """``float(value)``; a string that is no number is a ``ValueError`` naming ``requirement``."""
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be {requirement}, got {value!r}") from None
+
+
 def check_positive(name: str, value: float) -> float:
     """Return ``float(value)`` if it is a finite number > 0, else raise ``ValueError``."""
-    number = float(value)
+    number = _number(name, value, "a finite number > 0")
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return number
@@ -122,7 +130,7 @@ def check_positive(name: str, value: float) -> float:
 
 def check_nonnegative(name: str, value: float) -> float:
     """Return ``float(value)`` if it is a finite number >= 0, else raise ``ValueError``."""
-    number = float(value)
+    number = _number(name, value, "a finite number >= 0")
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return number
@@ -130,7 +138,7 @@ def check_nonnegative(name: str, value: float) -> float:
 
 def check_finite(name: str, value: float) -> float:
     """Return ``float(value)`` if it is finite, else raise ``ValueError``."""
-    number = float(value)
+    number = _number(name, value, "finite")
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return number

@@ -20,6 +20,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from ._argtypes import nonnegative_int, positive_float, positive_int
 from .balancers import LS, Balancer, Marigold, MarigoldFaithful
 from .training import BalancedOptimizer
 
@@ -167,10 +168,12 @@ def format_table(results: dict[str, MethodResult]) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=3000, help="training steps per method")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--upper-lr", type=float, default=1e-4, help="MARIGOLD's upper-level Adam lr")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=positive_int, default=3000, help="training steps per method")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument(
+        "--upper-lr", type=positive_float, default=1e-4, help="MARIGOLD's upper-level Adam lr"
+    )
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -1,0 +1,41 @@
+"""``argparse`` value types of the command lines (``bilevel-mtl`` and ``python -m benchmarks``).
+
+A value out of range is a usage error while the arguments are parsed, before any work
+starts: ``prog: error: argument --threads: must be an integer >= 1, got '0'`` (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def integer(minimum: int) -> Callable[[str], int]:
+    """The type of an option that takes an integer >= ``minimum``."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return convert
+
+
+positive_int = integer(1)
+nonnegative_int = integer(0)
+
+
+def positive_float(text: str) -> float:
+    """The type of an option that takes a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
