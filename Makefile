@@ -18,14 +18,16 @@ test: $(BIN)/python  ## the test suite
 	$(INSTALL) -e ".[test,bench]"
 	$(BIN)/python -m pytest -n 2 -q
 
-lint: $(BIN)/python  ## ruff and mypy (strict on the package and the benchmark harness)
+lint: $(BIN)/python  ## ruff and mypy (strict on the package, the benchmark harness and the docs check)
 	$(INSTALL) -e ".[dev]"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-docs: $(BIN)/python  ## the documentation: warnings are errors, examples run
+docs: $(BIN)/python  ## the documentation: warnings are errors, examples run, formulas typeset offline
 	$(INSTALL) -e ".[docs]"
 	PYTHON=$(BIN)/python scripts/build_docs.sh
+	scripts/install_chromium.sh
+	$(BIN)/python scripts/check_docs_math.py
 
 ci: lint test docs

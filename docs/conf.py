@@ -23,6 +23,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax 3 copied into _static/mathjax: formulas render with no network (no CDN).
+    "sphinx-mathjax-offline",
     "sphinx.ext.doctest",
     "public_api",
 ]

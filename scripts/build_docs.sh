@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the documentation with warnings as errors, then run every example on it.
 #   scripts/build_docs.sh            (from any directory; uses the active Python)
-# Needs the package's `docs` extra (sphinx, myst-parser, furo). Output: docs/_build/html.
+# Needs the package's `docs` extra (sphinx, myst-parser, furo, sphinx-mathjax-offline).
+# Output: docs/_build/html; scripts/check_docs_math.py then checks its formulas in Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"

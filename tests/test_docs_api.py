@@ -2,7 +2,8 @@
 
 The rules live in docs/_ext/api_inventory.py, which the documentation build applies
 too (the ``public-api`` directive and its consistency check, under ``sphinx -W``).
-This test applies them without Sphinx, so a missing docstring fails the test suite.
+This test applies them without Sphinx, so a missing docstring, or a summary that is
+not a whole first sentence, fails the test suite.
 """
 
 from __future__ import annotations
@@ -83,3 +84,57 @@ def test_the_documentation_check_catches_what_it_should() -> None:
     assert check(Bare) == ["bilevel_mtl.x.name: no docstring", "bilevel_mtl.x.name.other: no docstring"]
     assert check(object()) == ["bilevel_mtl.x.name: data without a '#:' comment or docstring"]
     assert check(lambda: None) == ["bilevel_mtl.x.name: no docstring"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "sentence"),
+    [
+        ("Wraps the optimizer.\n\nMore.", "Wraps the optimizer."),
+        ("FAMO (Liu et al. 2023, Alg. 1). Fast.", "FAMO (Liu et al. 2023, Alg. 1)."),
+        ("Weights, e.g. softmax ones\non the simplex. More.", "Weights, e.g. softmax ones on the simplex."),
+        ('Ratio :math:`a. B` of ``x. Y`` and "T. U". More.', 'Ratio :math:`a. B` of ``x. Y`` and "T. U".'),
+        ("Sums the losses,\n\nwith weights. More.", "Sums the losses, with weights."),
+        ("Step:\n\n.. math:: w = 1 .\n\nMore.", "Step: :math:`w = 1`."),
+        (
+            "Baseline:\n\n.. math:: g = a,\\qquad b_{\\quad} = 1\n\n(Ref et al. 2005). More.",
+            "Baseline: :math:`g = a`, :math:`b_{\\quad} = 1` (Ref et al. 2005).",
+        ),
+        ("Step:\n\n.. math:: x\n\n``y`` is new.", "Step: :math:`x`"),
+        ("", ""),
+    ],
+)
+def test_the_summary_is_the_whole_first_sentence(doc: str, sentence: str) -> None:
+    assert inventory.first_sentence(doc) == sentence
+
+
+@pytest.mark.parametrize(
+    ("summary", "problem"),
+    [
+        ("", "no sentence"),
+        ("FAMO (Liu et al.", "cut inside markup or brackets"),
+        ("The ratio :math:`a.", "cut inside markup or brackets"),
+        ("Step: :math:`x`", "does not end with a full stop"),
+        ("Forward differences with a baseline:", "does not end with a full stop"),
+        ("As in Liu et al.", "ends at an abbreviation"),
+        ("One sentence. Another one.", "more than one sentence"),
+    ],
+)
+def test_the_summary_check_catches_a_cut_sentence(summary: str, problem: str) -> None:
+    assert (inventory.sentence_problem(summary) or "").startswith(problem)
+
+
+def test_a_whole_sentence_passes_the_summary_check() -> None:
+    assert inventory.sentence_problem('FAMO (Liu et al. 2023, "Fast.", Alg. 1), e.g. here.') is None
+
+
+def test_a_first_sentence_without_a_full_stop_is_a_documentation_problem() -> None:
+    def step() -> None:
+        """Step:
+
+        .. math:: x
+
+        ``y`` is new.
+        """
+
+    [problem] = inventory.problems(inventory.PublicName("bilevel_mtl.x", "step", step, "bilevel_mtl.x"))
+    assert problem.startswith("bilevel_mtl.x.step: the summary is not its first sentence, does not end")

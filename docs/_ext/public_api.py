@@ -3,9 +3,10 @@
 Each name is documented once, in the most specific public module exporting it
 (see ``api_inventory``); elsewhere the summary table links there, and a reference to
 the alias (``bilevel_mtl.Marigold``, or a member such as ``bilevel_mtl.Balancer.decide``)
-resolves to it. Undocumented names, public
-modules without a ``public-api`` directive, and names that did not end up in the
-Python domain are reported as warnings, so ``sphinx-build -W`` fails on them.
+resolves to it. The table shows each name's first sentence, whole. Undocumented names,
+summaries that are not one whole sentence, public modules without a ``public-api``
+directive, and names that did not end up in the Python domain are reported as
+warnings, so ``sphinx-build -W`` fails on them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class PublicApi(SphinxDirective):
             if item.home != module:
                 continue
             for problem in inventory.problems(item):
-                logger.warning("undocumented public name %s", problem, location=self.get_location())
+                logger.warning("public name %s", problem, location=self.get_location())
             if item.kind == "data":
                 lines += [f".. py:data:: {item.name}", f"   :module: {item.home}", ""]
                 lines += [f"   {line}" for line in inventory.data_doc(item).splitlines()] + [""]

@@ -19,7 +19,7 @@ RESCALES = ("none", "1+c^2", "1+c")
 def cagrad_dual(gram: Tensor, c: float) -> Tensor:
     r"""CAGrad's dual weights on the simplex:
 
-    .. math:: w^\star=\arg\min_{w\in\Delta}\ w^\top K\mathbf{1}/m + c\|\bar g\|\sqrt{w^\top K w}
+    .. math:: w^\star=\arg\min_{w\in\Delta}\ w^\top K\mathbf{1}/m + c\|\bar g\|\sqrt{w^\top K w} .
 
     ``gram`` is :math:`K=GG^\top`; solved by SLSQP (as CAGrad's code) to ``ftol=1e-15``
     on the Gram matrix scaled to unit trace (the minimiser is scale-free).

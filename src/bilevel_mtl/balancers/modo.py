@@ -15,7 +15,7 @@ def modo_update(
 ) -> Tensor:
     r"""MoDo's weight step:
 
-    .. math:: \lambda \leftarrow \Pi_\Delta\big(\lambda - \gamma\,(G_1G_2^\top\lambda + \rho\lambda)\big)
+    .. math:: \lambda \leftarrow \Pi_\Delta\big(\lambda - \gamma\,(G_1G_2^\top\lambda + \rho\lambda)\big) .
 
     :math:`G_1, G_2` are task gradients on two independent batches, so
     :math:`G_1G_2^\top\lambda` is an unbiased estimate of the gradient of
