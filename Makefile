@@ -25,7 +25,7 @@ lint: $(BIN)/python  ## ruff and mypy (strict on the package, the benchmark harn
 	$(BIN)/mypy
 
 docs: $(BIN)/python  ## the documentation: warnings are errors, examples run, formulas typeset offline
-	$(INSTALL) -e ".[docs]"
+	$(INSTALL) -e ".[docs,test]"  # a docs page runs doctest examples that import pytest
 	PYTHON=$(BIN)/python scripts/build_docs.sh
 	scripts/install_chromium.sh
 	$(BIN)/python scripts/check_docs_math.py
