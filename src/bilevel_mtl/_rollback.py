@@ -13,6 +13,54 @@ from .balancers.base import Balancer
 from .context import RngSnapshot
 
 
+class UpdateCopy:
+    """Copies of the parameters and of the optimizer's state, kept by a trainer from step to step
+    so that undoing an optimizer step costs one copy into buffers allocated once."""
+
+    def __init__(self) -> None:
+        self._layout: list[tuple[int, Any, torch.Size, torch.dtype, torch.device]] = []
+        self._saved: list[Tensor] = []
+        self._live: list[Tensor] = []
+        self._values: dict[tuple[int, Any], Any] = {}
+        self._keys: dict[int, set[Any]] = {}
+
+    def capture(self, params: Sequence[Tensor], optimizer: torch.optim.Optimizer) -> None:
+        """Copy ``params`` and every tensor of ``optimizer.state`` (others by value)."""
+        live: list[tuple[tuple[int, Any], Tensor]] = [((id(p), None), p.detach()) for p in params]
+        self._values, self._keys = {}, {}
+        for p, entries in optimizer.state.items():
+            self._keys[id(p)] = set(entries)
+            for key, value in entries.items():
+                if isinstance(value, Tensor):
+                    live.append(((id(p), key), value))
+                else:
+                    self._values[(id(p), key)] = copy.deepcopy(value)
+        layout = [(*name, t.shape, t.dtype, t.device) for name, t in live]
+        if layout != self._layout:
+            self._layout, self._saved = layout, [torch.empty_like(t) for _, t in live]
+        self._live = [t for _, t in live]
+        with torch.no_grad():
+            for saved, tensor in zip(self._saved, self._live, strict=True):
+                saved.copy_(tensor)
+
+    def restore(self, optimizer: torch.optim.Optimizer) -> None:
+        """Put back what :meth:`capture` copied; drop optimizer state the step created."""
+        with torch.no_grad():
+            for saved, tensor in zip(self._saved, self._live, strict=True):
+                tensor.copy_(saved)
+        for p in list(optimizer.state):
+            keys = self._keys.get(id(p))
+            if keys is None:
+                del optimizer.state[p]
+                continue
+            entries = optimizer.state[p]
+            for key in [k for k in entries if k not in keys]:
+                del entries[key]
+            for key in keys:
+                if (id(p), key) in self._values:
+                    entries[key] = copy.deepcopy(self._values[(id(p), key)])
+
+
 class Rollback:
     """The state one :meth:`~bilevel_mtl.BalancedOptimizer.step` may change, captured cheaply.
 
@@ -36,6 +84,7 @@ class Rollback:
         balancer: Balancer,
         scaler: torch.amp.GradScaler | None,
         devices: Sequence[torch.device],
+        update_copy: UpdateCopy,
     ) -> None:
         self._params = params
         self._optimizer = optimizer
@@ -45,30 +94,25 @@ class Rollback:
         self.rng = RngSnapshot(devices)
         carries_state = balancer.stateful or balancer.randomized
         self._balancer_state = copy.deepcopy(balancer.state_dict()) if carries_state else None
-        self._weights: list[Tensor] | None = None
-        self._optimizer_state: dict[Any, Any] | None = None
+        self._update_copy = update_copy
+        self._update_captured = False
         self._scale: tuple[Tensor, Tensor] | None = None
 
     def capture_update(self) -> None:
         """Copy the parameters, the optimizer's state and the scaler's scale (before ``step()``)."""
-        with torch.no_grad():
-            self._weights = [p.detach().clone() for p in self._params]
-        self._optimizer_state = {p: copy.deepcopy(s) for p, s in self._optimizer.state.items()}
+        self._update_copy.capture(self._params, self._optimizer)
+        self._update_captured = True
         scaler = self._scaler
         if scaler is not None and scaler._scale is not None and scaler._growth_tracker is not None:
             self._scale = (scaler._scale.clone(), scaler._growth_tracker.clone())
 
     def restore(self) -> None:
         """Put back everything captured: after this, the step never happened."""
+        if self._update_captured:
+            self._update_copy.restore(self._optimizer)
         with torch.no_grad():
-            if self._weights is not None:
-                for p, saved in zip(self._params, self._weights, strict=True):
-                    p.copy_(saved)
             for buffer, saved in self._buffers:
                 buffer.copy_(saved)
-        if self._optimizer_state is not None:
-            self._optimizer.state.clear()
-            self._optimizer.state.update(self._optimizer_state)
         for p in self._params:
             p.grad = None
         if self._balancer_state is not None:

@@ -19,7 +19,7 @@ from ._checks import (
     check_finite_losses,
     nonfinite_flags,
 )
-from ._rollback import Rollback
+from ._rollback import Rollback, UpdateCopy
 from .balancers.base import Balancer, Decision, UpperReport, check_state_identity
 from .context import Closure, StepContext
 from .distributed import DataParallel, ProcessGroup, all_reduce_mean
@@ -101,6 +101,11 @@ class BalancedOptimizer:
       scales every backward of the step, the look-ahead included, unscales the gradients
       the balancer reads, and skips the step on overflow (lowering the scale), for the
       look-ahead as for the real step.
+    * **All or nothing** (``atomic``): a step that fails anywhere leaves everything as
+      before (:meth:`step`). For balancers that evaluate the closure again after the
+      step (``"losses_after"`` in their ``needs``: ``Marigold``, FAMO) this costs one copy
+      of the parameters and of the optimizer's state per step; ``atomic=False`` skips it,
+      and a failure after the optimizer moved then leaves that update applied.
     * **Data parallelism** (``process_group``; ``"auto"`` takes DDP's or FSDP's): the
       balancer decides from the losses averaged over the ranks and the synchronized
       gradients (:mod:`bilevel_mtl.distributed`); ``None`` turns this off.
@@ -118,6 +123,7 @@ class BalancedOptimizer:
         scaler: torch.amp.GradScaler | None = None,
         on_nonfinite: Literal["raise", "skip"] = "raise",
         process_group: ProcessGroup | Literal["auto"] | None = "auto",
+        atomic: bool = True,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -134,9 +140,13 @@ class BalancedOptimizer:
         self.balancer = balancer
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
+        if not isinstance(atomic, bool):
+            raise TypeError(f"atomic must be True or False, got {atomic!r}")
+        self.atomic = atomic
         self.parallel = DataParallel.of(model, process_group)
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
         self._buffers = list(model.buffers())  # what a failed step restores (BatchNorm statistics)
+        self._undo = UpdateCopy()  # reused buffers to undo an optimizer step
         names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
         # FSDP swaps its sharded parameters for unsharded ones around the forward pass: the
         # names are only needed by the look-ahead, which FSDP refuses anyway.
@@ -175,7 +185,15 @@ class BalancedOptimizer:
             )
         self._refuse_accumulated_gradients()
         devices = sorted({p.device for p in self._params}, key=str)
-        rollback = Rollback(self._buffers, self._params, self.optimizer, self.balancer, self.scaler, devices)
+        rollback = Rollback(
+            self._buffers,
+            self._params,
+            self.optimizer,
+            self.balancer,
+            self.scaler,
+            devices,
+            self._undo,
+        )
         try:
             record = self._step(closure, time.perf_counter(), rollback, devices)
             if record.skipped is not None and not record.skipped.startswith(_KEPT_STEP):
@@ -243,7 +261,8 @@ class BalancedOptimizer:
         def before_update() -> None:
             """Right before the optimizer steps: commit now, or be ready to undo the update."""
             if self.balancer.needs_losses_after:
-                rollback.capture_update()
+                if self.atomic:
+                    rollback.capture_update()
             else:
                 reports.append(self.balancer.commit(decision, None))
 

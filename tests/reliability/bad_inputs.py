@@ -302,6 +302,8 @@ ROWS: list[Row] = [
     Row("scaler-not-gradscaler", "`scaler=` that is not a `torch.amp.GradScaler`", TypeError,
         r"torch\.amp\.GradScaler",
         lambda s: bm.BalancedOptimizer(s.model, s.optimizer, LS(M), scaler=2.0)),
+    Row("atomic-not-bool", "`atomic='yes'`", TypeError, "atomic must be True or False",
+        lambda s: bm.BalancedOptimizer(s.model, s.optimizer, LS(M), atomic="yes")),
     Row("unknown-policy", "`on_nonfinite='ignore'`", ValueError, "unknown on_nonfinite",
         lambda s: bm.BalancedOptimizer(s.model, s.optimizer, LS(M), on_nonfinite="ignore")),
     Row("process-group-without-distributed", "`process_group=` without `torch.distributed` initialized",

@@ -239,3 +239,35 @@ def test_a_trainer_state_without_its_parts_is_refused_naming_them() -> None:
         trainer.load_state_dict({"optimizer": optimizer.state_dict()})
     with pytest.raises(TypeError, match="must be a mapping"):
         trainer.load_state_dict([1, 2])  # type: ignore[arg-type]
+
+
+REEVALUATING = [c for c in CASES if "losses_after" in c.cls.needs]
+
+
+@pytest.mark.parametrize("case", REEVALUATING, ids=lambda c: c.name)
+def test_a_first_step_that_fails_after_the_update_leaves_a_fresh_optimizer(case: Case) -> None:
+    """The optimizer state the undone step created (Adam's moments) is dropped again. Calls:
+    the step's forward, the same-batch check, then the post-step evaluation (fails)."""
+    net, optimizer, trainer = make(case)
+    before = state(net, optimizer, trainer)
+    with pytest.raises(Boom):
+        trainer.step(closure(net, 0, 1, fail_on_call=3))
+    assert len(optimizer.state) == 0
+    assert same(state(net, optimizer, trainer), before)
+
+
+@pytest.mark.parametrize("case", REEVALUATING, ids=lambda c: c.name)
+def test_atomic_false_keeps_an_update_that_a_later_failure_interrupts(case: Case) -> None:
+    """``atomic=False`` skips the copy that undoes the update: the parameters moved, the
+    balancer (which commits after the post-step losses) did not."""
+    torch.manual_seed(0)
+    net = Net()
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    trainer = bm.BalancedOptimizer(net, optimizer, case.build(net), atomic=False)
+    trainer.step(closure(net, 0, 1))
+    weights = [p.detach().clone() for p in net.parameters()]
+    balancer = copy.deepcopy(trainer.balancer.state_dict())
+    with pytest.raises(Boom):
+        trainer.step(closure(net, 1, 1, fail_on_call=2))
+    assert not all(torch.equal(p, w) for p, w in zip(net.parameters(), weights, strict=True))
+    assert same(trainer.balancer.state_dict(), balancer)
