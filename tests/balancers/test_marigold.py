@@ -188,3 +188,34 @@ def test_the_model_decides_the_dtype(dtype: torch.dtype, mode: str) -> None:
     record = trainer.step(_closure(model, x, y))
     assert record.weights.dtype == dtype
     assert record.hypergradient is not None and bool(torch.isfinite(record.hypergradient).all())
+
+
+@pytest.mark.parametrize("cls", [bm.Marigold, bm.MarigoldFaithful])
+def test_the_paper_preset_is_appendix_c(cls: type[bm.Marigold] | type[bm.MarigoldFaithful]) -> None:
+    from bilevel_mtl.criteria import WorstCaseDecrement
+    from bilevel_mtl.estimators import SinglePoint
+    from bilevel_mtl.parametrizations import ScaledSoftmax
+
+    paper = cls.paper(3)
+    assert isinstance(paper.parametrization, ScaledSoftmax) and paper.parametrization.min_loss_ratio == 0
+    assert paper.parametrization.beta == 1.0
+    assert isinstance(paper.criterion, WorstCaseDecrement) and not paper.criterion.relative
+    assert paper.criterion.rho is not None and paper.criterion.rho.min_loss_ratio == 0
+    assert isinstance(paper.estimator, SinglePoint) and paper.estimator.radius == 1e-3
+    assert paper.estimator.directions == "sphere" and paper.estimator.num_directions == 1
+    assert [g["lr"] for g in paper.upper_optimizer.param_groups] == [1e-4, 1e-4]
+    assert [g["maximize"] for g in paper.upper_optimizer.param_groups] == [False, True]
+    # with losses within a factor 1e3 of each other the default's floor never acts: same run
+    runs = []
+    for balancer in (cls.paper(3, seed=1), cls(3, seed=1)):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        x = torch.randn(16, 4)
+        trainer = bm.BalancedOptimizer(model, torch.optim.Adam(model.parameters(), lr=0.01), balancer)
+        runs.append([trainer.step(lambda m=model, x=x: (m(x) ** 2).mean(0) + 0.5).weights for _ in range(3)])
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        paper.parametrization.logits.copy_(torch.tensor([0.0, 1e-4, 0.0]))
+    one_hot = paper.current_weights(torch.tensor([1.0, 1e-9, 1.0]))
+    assert float(one_hot[1]) > 1 - 1e-6  # the paper's raw division by a near-zero loss

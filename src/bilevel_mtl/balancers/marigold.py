@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +74,27 @@ class UpperLevel(Balancer):
         self.generator = torch.Generator().manual_seed(seed)
         factory = upper_optimizer or (lambda groups: torch.optim.Adam(groups, lr=self.lr))
         self.upper_optimizer = factory(self._upper_groups())
+
+    @classmethod
+    def paper(cls, num_tasks: int, *, seed: int = 0) -> Self:
+        r"""The paper's Appendix C exactly: :math:`\lambda=\mathrm{softmax}(\beta u/f)` and
+        :math:`\rho=\mathrm{softmax}(\beta v/f)` dividing by the raw losses (no floor:
+        ``min_loss_ratio=0``), β = 1, the absolute worst-case decrement with a learned
+        adversary, the single-point estimator with r = 1e-3 on the unit sphere, Adam with
+        lr 1e-4 on u (descent) and v (ascent). Choices the paper leaves open, named: u and
+        v start at 0 (uniform weights); the directions are drawn from a generator seeded
+        with ``seed``; ``min_loss=1e-8`` guards an exactly zero loss.
+        """
+        return cls(
+            num_tasks,
+            beta=1.0,
+            radius=1e-3,
+            lr=1e-4,
+            parametrization=ScaledSoftmax(num_tasks, 1.0, min_loss_ratio=0.0),
+            criterion=WorstCaseDecrement(num_tasks, 1.0, min_loss_ratio=0.0),
+            estimator=SinglePoint(1e-3),
+            seed=seed,
+        )
 
     def _upper_groups(self) -> list[dict[str, Any]]:
         def trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:

@@ -24,19 +24,26 @@ class WorstCaseDecrement(Criterion):
     :math:`(f_i(A) - f_i(\theta)) / f_i(\theta)`, which makes the decrements comparable
     across tasks whatever their loss scales (the paper's absolute decrement favours the tasks
     with the largest losses once the hypergradient is estimated accurately; see
-    ``docs/marigold.md``). Losses must then be positive.
+    ``docs/marigold.md``). Losses must then be positive. ``min_loss_ratio``: ρ's loss floor
+    (see :class:`~bilevel_mtl.parametrizations.ScaledSoftmax`).
     """
 
     maximize_parameters = True
 
     def __init__(
-        self, num_tasks: int, beta: float = 1.0, adversary: str = "learned", relative: bool = False
+        self,
+        num_tasks: int,
+        beta: float = 1.0,
+        adversary: str = "learned",
+        relative: bool = False,
+        min_loss_ratio: float = 1e-3,
     ) -> None:
         super().__init__()
         self.num_tasks = check_num_tasks(num_tasks)
         self.relative = bool(relative)
         self.adversary = check_choice("adversary", adversary, ("learned", "max"))
-        self.rho = ScaledSoftmax(num_tasks, beta) if adversary == "learned" else None
+        learned = adversary == "learned"
+        self.rho = ScaledSoftmax(num_tasks, beta, min_loss_ratio=min_loss_ratio) if learned else None
 
     def forward(self, losses_before: Tensor, losses_after: Tensor) -> Tensor:
         decrement = losses_after - losses_before
