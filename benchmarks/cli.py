@@ -1,6 +1,6 @@
 """The benchmark harness's command line, ``python -m benchmarks <suite> ...`` from a checkout.
 
-``python -m benchmarks data|quality|aux|cost|estimators --help`` lists each sub-command's options.
+``python -m benchmarks data|quality|aux|cost|estimators|soak --help`` lists each sub-command's options.
 The harness is not installed with ``pip install bilevel-mtl``: run it from the repository root
 (``pip install -e ".[bench]"`` brings its dependencies).
 """
@@ -18,6 +18,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "aux": ("benchmarks.aux", "auxiliary learning on the Ads suite"),
     "cost": ("benchmarks.cost", "per-step time and memory of each method relative to LS"),
     "estimators": ("benchmarks.estimators", "bias, variance, cost of every hypergradient estimator"),
+    "soak": ("benchmarks.soak", "long runs of every stateful balancer: memory, step time, growth"),
 }
 
 

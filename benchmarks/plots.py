@@ -156,3 +156,27 @@ def plot_trajectories(
     axes.set_title(title)
     axes.legend(fontsize=7)
     _save(figure, path)
+
+
+def plot_soak(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
+    """Per configuration, resident memory and the median step time of each window against the step."""
+    figure, (memory_axes, time_axes) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for axes in (memory_axes, time_axes):
+        axes.set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(20)])
+    for record in records:
+        windows = record["windows"]
+        memory_axes.plot(
+            [w["step"] for w in windows], [w["rss_bytes"] / 2**20 for w in windows], label=record["method"]
+        )
+        timed = windows[1:]  # the first entry is the set-up, before any step
+        time_axes.plot(
+            [w["step"] for w in timed], [w["median_step_ms"] for w in timed], label=record["method"]
+        )
+    memory_axes.set_ylabel("resident memory (MiB)")
+    time_axes.set_ylabel("median step time in the window (ms)")
+    time_axes.set_yscale("log")
+    for axes in (memory_axes, time_axes):
+        axes.set_xlabel("step")
+    time_axes.legend(fontsize=7, ncol=2)
+    figure.suptitle(title, fontsize=10)
+    _save(figure, path)
