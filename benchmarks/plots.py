@@ -159,24 +159,25 @@ def plot_trajectories(
 
 
 def plot_soak(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
-    """Per configuration, resident memory and the median step time of each window against the step."""
-    figure, (memory_axes, time_axes) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for axes in (memory_axes, time_axes):
+    """Per configuration, resident memory and each window's median step times against the step."""
+    figure, panels = plt.subplots(1, 3, figsize=(15, 4.5))
+    for axes in panels:
         axes.set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(20)])
+        axes.set_xlabel("step")
+    series = (
+        ("rss_bytes", 2**-20, "resident memory (MiB)"),
+        ("median_step_ms", 1.0, "median step wall time in the window (ms)"),
+        ("median_step_cpu_ms", 1.0, "median step CPU time in the window (ms)"),
+    )
     for record in records:
         windows = record["windows"]
-        memory_axes.plot(
-            [w["step"] for w in windows], [w["rss_bytes"] / 2**20 for w in windows], label=record["method"]
-        )
-        timed = windows[1:]  # the first entry is the set-up, before any step
-        time_axes.plot(
-            [w["step"] for w in timed], [w["median_step_ms"] for w in timed], label=record["method"]
-        )
-    memory_axes.set_ylabel("resident memory (MiB)")
-    time_axes.set_ylabel("median step time in the window (ms)")
-    time_axes.set_yscale("log")
-    for axes in (memory_axes, time_axes):
-        axes.set_xlabel("step")
-    time_axes.legend(fontsize=7, ncol=2)
+        for axes, (key, scale, _) in zip(panels, series, strict=True):
+            shown = [w for w in windows if key in w]  # the set-up entry has no step times
+            axes.plot([w["step"] for w in shown], [scale * w[key] for w in shown], label=record["method"])
+    for axes, (_, _, label) in zip(panels, series, strict=True):
+        axes.set_ylabel(label)
+    for axes in panels[1:]:
+        axes.set_yscale("log")
+    panels[2].legend(fontsize=7, ncol=2)
     figure.suptitle(title, fontsize=10)
     _save(figure, path)

@@ -9,7 +9,8 @@ process of its own (spawned: no method's heap hides another's growth). After eve
 ``--window`` steps it records
 
 * the process's resident memory (RSS, ``/proc/self/statm``) and the median wall time
-  of the window's steps (machine-dependent: read as trends);
+  and process CPU time of the window's steps (machine-dependent: read as trends; on a
+  shared machine the wall time also measures the wait for a core, the CPU time less so);
 * deterministic counts, after a garbage collection: live tensors and gc-tracked
   objects, hooks on the model, its parameters and the optimizer, and the
   :func:`footprint` of the trainer and of the last step's record (the length of every
@@ -17,8 +18,8 @@ process of its own (spawned: no method's heap hides another's growth). After eve
 
 A run *grows* when a deterministic count after the last window exceeds the one after
 ``--warmup`` steps, or a footprint path is new or larger; the RSS and step-time trends
-are reported beside it. Results: ``soak.json`` and ``soak.png`` (RSS and median step
-time against the step, one line per configuration).
+are reported beside it. Results: ``soak.json`` and ``soak.png`` (RSS and the median step
+times against the step, one line per configuration).
 """
 
 from __future__ import annotations
@@ -226,12 +227,14 @@ def soak_one(name: str, steps: int, window: int, warmup: int, progress: bool = T
     trainer, step = make_run(name)
     windows: list[dict[str, Any]] = [{"step": 0, "rss_bytes": rss_bytes()}]
     baseline: dict[str, int] | None = None
-    seconds: list[float] = []
+    wall: list[float] = []
+    cpu: list[float] = []
     latest: dict[str, int] = {}
     for index in range(1, steps + 1):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         record = step()
-        seconds.append(time.perf_counter() - start)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
         if index % window:
             continue
         latest = counts(trainer, record)
@@ -241,16 +244,19 @@ def soak_one(name: str, steps: int, window: int, warmup: int, progress: bool = T
             {
                 "step": index,
                 "rss_bytes": rss_bytes(),
-                "median_step_ms": 1e3 * statistics.median(seconds),
+                "median_step_ms": 1e3 * statistics.median(wall),
+                "median_step_cpu_ms": 1e3 * statistics.median(cpu),
                 **{key: latest[key] for key in COUNTS},
             }
         )
-        seconds.clear()
+        wall.clear()
+        cpu.clear()
         if progress:
+            now = windows[-1]
             print(
-                f"{name:24s} step {index:6d}/{steps}  rss {windows[-1]['rss_bytes'] / 2**20:7.1f} MiB  "
-                f"median {windows[-1]['median_step_ms']:6.3f} ms  tensors {latest['tensors']}  "
-                f"gc objects {latest['gc_objects']}  hooks {latest['hooks']}",
+                f"{name:24s} step {index:6d}/{steps}  rss {now['rss_bytes'] / 2**20:7.1f} MiB  "
+                f"median {now['median_step_ms']:6.3f} ms (cpu {now['median_step_cpu_ms']:6.3f})  "
+                f"tensors {latest['tensors']}  gc objects {latest['gc_objects']}  hooks {latest['hooks']}",
                 flush=True,
             )
     assert baseline is not None, "warmup must be a multiple of window, within steps"
@@ -264,6 +270,8 @@ def soak_one(name: str, steps: int, window: int, warmup: int, progress: bool = T
         "rss_end_bytes": windows[-1]["rss_bytes"],
         "first_window_ms": windows[1]["median_step_ms"],
         "last_window_ms": windows[-1]["median_step_ms"],
+        "first_window_cpu_ms": windows[1]["median_step_cpu_ms"],
+        "last_window_cpu_ms": windows[-1]["median_step_cpu_ms"],
         "counts_warm": {key: baseline[key] for key in COUNTS},
         "counts_end": {key: latest[key] for key in COUNTS},
         "footprint_paths": len(latest) - len(COUNTS),
@@ -297,6 +305,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             "--steps and --warmup must be multiples of --window, with 2 windows <= --warmup <= --steps"
         )
+    torch.set_num_threads(1)  # as in each method's process (the provenance says so)
     payload: dict[str, Any] = {
         "benchmark": "soak",
         "provenance": provenance(args, [0]),
@@ -317,12 +326,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary_line(record: Mapping[str, Any]) -> str:
-    """One line per method: RSS start → end, first and last window's median step time, the verdict."""
+    """One line per method: RSS start → end, first and last window's median step times, the verdict."""
     start, warm, end = (record[f"rss_{key}_bytes"] / 2**20 for key in ("start", "warm", "end"))
     verdict = "grows: " + "; ".join(record["growth"][:5]) if record["grows"] else "no growth"
     return (
         f"{record['method']:24s} rss {start:.1f} -> {warm:.1f} (step {record['warmup']}) -> {end:.1f} MiB; "
-        f"median step {record['first_window_ms']:.3f} -> {record['last_window_ms']:.3f} ms; {verdict}"
+        f"median step {record['first_window_ms']:.3f} -> {record['last_window_ms']:.3f} ms "
+        f"(cpu {record['first_window_cpu_ms']:.3f} -> {record['last_window_cpu_ms']:.3f}); {verdict}"
     )
 
 
