@@ -123,6 +123,7 @@ def test_cost_ratios_and_memory(tmp_path: Path) -> None:
     out = tmp_path / "cost"
     argv = ["cost", "--quick", "--methods", "famo", "pcgrad", "--out", str(out), "--no-progress"]
     argv += ["--warmup", "1", "--batch-size", "16", "--hidden", "8"]
+    argv += ["--slow", "1e9", "--give-up", "1e9"]  # the number of pairs and probes: not the clock's
     assert main(argv) == 0
     payload, _ = read(out, "cost")
     records = payload["records"]
@@ -146,7 +147,7 @@ def test_cost_ratios_and_memory(tmp_path: Path) -> None:
 
 def test_cost_peaks_are_reproducible(tmp_path: Path) -> None:
     argv = ["cost", "--quick", "--methods", "pcgrad", "--no-progress", "--warmup", "1"]
-    argv += ["--batch-size", "16", "--hidden", "8"]
+    argv += ["--batch-size", "16", "--hidden", "8", "--slow", "1e9", "--give-up", "1e9"]
     peaks = []
     for run in ("first", "second"):
         assert main([*argv, "--out", str(tmp_path / run)]) == 0
