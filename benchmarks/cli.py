@@ -1,7 +1,7 @@
 """The benchmark harness's command line, ``python -m benchmarks <suite> ...`` from a checkout.
 
-``python -m benchmarks data|quality|aux|cost|estimators --help`` lists each sub-command's options.
-Every value is checked before any work starts (:mod:`benchmarks.checks`): a bad one is a
+``python -m benchmarks data|quality|aux|cost|estimators|soak --help`` lists each sub-command's
+options. Every value is checked before any work starts (:mod:`benchmarks.checks`): a bad one is a
 one-line usage error (exit code 2). The harness is not installed with ``pip install bilevel-mtl``:
 run it from the repository root (``pip install -e ".[bench]"`` brings its dependencies).
 """
@@ -21,6 +21,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "aux": ("benchmarks.aux", "auxiliary learning on the Ads suite"),
     "cost": ("benchmarks.cost", "per-step time and memory of each method relative to LS"),
     "estimators": ("benchmarks.estimators", "bias, variance, cost of every hypergradient estimator"),
+    "soak": ("benchmarks.soak", "long runs of every stateful balancer: memory, step time, growth"),
 }
 
 

@@ -18,18 +18,19 @@ shared machine a wall-clock sample of a millisecond-long step is mostly the time
 process waited for a core, which says nothing about the method. The wall-clock ratios
 are recorded as well (``wall_ratio_*``).
 
-Memory, the peak *during a step* above what is resident before it (parameters,
-optimizer state, the batch), as a ratio to LS's:
+Memory, the peak *during a step* of the tensor memory allocated above what is live before
+it (parameters, optimizer state, the batch), as a ratio to LS's
+(:func:`~benchmarks.profiling.peak_extra_bytes`):
 
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
   ``memory_allocated`` before the step;
-* CPU (Linux): the process's peak resident set (``VmHWM``), reset through
-  ``/proc/self/clear_refs`` before the step, minus the resident set (``VmRSS``) before it.
-  glibc is told to serve blocks of 64 KiB and more by ``mmap`` (fixed threshold) and
-  trimmed before each measurement, so memory freed by earlier steps is returned to the
-  system and does not hide the next step's peak. Small allocations below 64 KiB may
-  still be served from retained heap; the measure is a page-granular upper envelope of
-  what the step touched.
+* CPU: the PyTorch CPU allocator's allocations and frees during the step, as recorded by
+  ``torch.profiler`` (``profile_memory=True``); the peak of their running sum. It counts
+  tensor bytes, not pages, so it depends neither on the machine's load nor on what the
+  heap kept from earlier steps (an earlier resident-set probe could read 0 for LS).
+
+A ratio whose LS peak is 0 (no tensor allocated, nothing to divide by) is recorded as
+``None`` (``null`` in JSON, absent from the CSV, "n/a" in the output), never as NaN.
 
 Results: ``cost.json``, ``cost.csv``, ``cost.png``.
 """
@@ -37,13 +38,10 @@ Results: ``cost.json``, ``cost.csv``, ``cost.png``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
-import gc
 import math
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -62,13 +60,13 @@ from .checks import (
     suite_of,
 )
 from .datasets import iterate_batches, to_device
+from .profiling import peak_extra_bytes, peak_measure
 from .quality import DEFAULT_METHODS as QUALITY_METHODS
 from .runs import build_method, method_names, pick_device, provenance, write_results
 from .suites import Suite
 
 DEFAULT_METHODS = tuple(m for m in QUALITY_METHODS if m not in ("stl", "ls"))
 """The quality suite's methods but the references (LS is what every ratio divides by)."""
-_M_MMAP_THRESHOLD = -3
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -147,56 +145,9 @@ def check(args: argparse.Namespace) -> None:
     args.out = output_folder(args, "cost", "cost.json")
 
 
-class MemoryProbe:
-    """Peak memory of one call above the memory resident before it (see the module docstring)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.libc: Any = None
-        if device.type == "cpu":
-            try:
-                self.libc = ctypes.CDLL("libc.so.6")
-                self.libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
-            except OSError:
-                self.libc = None
-
-    @property
-    def measure(self) -> str:
-        if self.device.type == "cuda":
-            return "torch.cuda.max_memory_allocated - memory_allocated before the step"
-        return (
-            "peak RSS (VmHWM, reset by /proc/self/clear_refs) - RSS before the step; "
-            "glibc mmap threshold 64 KiB"
-        )
-
-    @staticmethod
-    def _status(field: str) -> int:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-        raise OSError(f"{field} not in /proc/self/status")
-
-    def __call__(self, step: Callable[[], Any]) -> float:
-        """Bytes above the resident baseline at the peak of ``step()`` (NaN when unmeasurable)."""
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            before = torch.cuda.memory_allocated(self.device)
-            step()
-            torch.cuda.synchronize(self.device)
-            return float(torch.cuda.max_memory_allocated(self.device) - before)
-        try:
-            if self.libc is not None:
-                self.libc.malloc_trim(0)
-            with open("/proc/self/clear_refs", "w") as clear:
-                clear.write("5")
-            before = self._status("VmRSS")
-            step()
-            return float(self._status("VmHWM") - before)
-        except OSError:
-            return float("nan")
+def memory_ratio(method_bytes: int, ls_bytes: int) -> float | None:
+    """``method_bytes / ls_bytes``, or ``None`` when LS's peak is 0 (no ratio to give)."""
+    return method_bytes / ls_bytes if ls_bytes > 0 else None
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -209,7 +160,6 @@ def measure_pair(
     method: str,
     args: argparse.Namespace,
     device: torch.device,
-    probe: MemoryProbe,
     repeats: int,
 ) -> dict[str, Any]:
     """Interleaved timing and memory of LS and ``method`` on one batch of the m-task MLP."""
@@ -266,11 +216,12 @@ def measure_pair(
             clock[name].append(seconds)
             wall[name].append(elapsed)
             spent += elapsed * steps[name]
-    # the largest of three probes: a peak is a maximum, and RSS is counted in whole pages
+    # the largest of three probes (a peak is a maximum over steps); each item of
+    # peak_extra_bytes' list returns the step to measure, with nothing to prepare
     probes = 1 if slow else 3
-    memory = {
-        name: max(probe(functools.partial(step, name)) for _ in range(probes)) for name in ("ls", method)
-    }
+    names = [name for name in ("ls", method) for _ in range(probes)]
+    peaks = peak_extra_bytes([functools.partial(functools.partial, step, name) for name in names], device)
+    memory = {name: max(p for n, p in zip(names, peaks, strict=True) if n == name) for name in ("ls", method)}
     ratios = [a / b for a, b in zip(clock[method], clock["ls"], strict=True)]
     wall_ratios = [a / b for a, b in zip(wall[method], wall["ls"], strict=True)]
     params = sum(p.numel() for p in trainers["ls"][0].model.parameters())
@@ -294,7 +245,7 @@ def measure_pair(
         "method_ms_median": 1000 * statistics.median(clock[method]),
         "ls_peak_bytes": memory["ls"],
         "method_peak_bytes": memory[method],
-        "memory_ratio": memory[method] / memory["ls"] if memory["ls"] > 0 else float("nan"),
+        "memory_ratio": memory_ratio(memory[method], memory["ls"]),
     }
 
 
@@ -303,13 +254,12 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    probe = MemoryProbe(device)
     payload: dict[str, Any] = {
         "benchmark": "cost",
         "provenance": provenance(args, [args.seed], device),
         "model": "ManyTasks MLP (depth 2), Adam, one fixed batch",
         "batch_size": args.batch_size,
-        "memory_measure": probe.measure,
+        "memory_measure": peak_measure(device),
         "protocol": "interleaved LS/method blocks of steps after warm-up; ratios of adjacent pairs",
     }
     records: list[dict[str, Any]] = []
@@ -321,12 +271,13 @@ def run(args: argparse.Namespace) -> int:
     jobs = [(m, d, method) for d in args.hidden for m in args.tasks for method in args.methods]
     jobs = [job for job in jobs if job not in done]
     for num_tasks, hidden, method in tqdm(jobs, disable=args.no_progress, desc="cost"):
-        record = measure_pair(num_tasks, hidden, method, args, device, probe, args.repeats)
+        record = measure_pair(num_tasks, hidden, method, args, device, args.repeats)
+        ratio = record["memory_ratio"]
         records.append(record)
         print(
             f"m={num_tasks:4d} d={hidden:4d} {method:18s} time x{record['time_ratio_median']:6.2f} "
             f"[{record['time_ratio_q25']:.2f}, {record['time_ratio_q75']:.2f}]  "
-            f"memory x{record['memory_ratio']:6.2f}",
+            "memory " + ("n/a (LS peak 0 B)" if ratio is None else f"x{ratio:6.2f}"),
             flush=True,
         )
         payload["records"] = records

@@ -3,6 +3,7 @@ paper's Figure 3), task-weight trajectories, and step time and memory against th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,28 +83,64 @@ def plot_weights(
 
 
 def plot_cost(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
-    """Median step-time ratio (with its interquartile range) and peak-memory ratio to LS against m."""
+    """Median step-time ratio (with its interquartile range) and peak-memory ratio to LS against m.
+
+    A ratio that is missing (``None``), not finite or not positive has no place on a log
+    axis: it is left out, and its count is noted under the axes.
+    """
     figure, (time_axes, memory_axes) = plt.subplots(1, 2, figsize=(10, 4))
     for axes in (time_axes, memory_axes):
         axes.set_prop_cycle(color=[plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "olive"])
     methods = list(dict.fromkeys(r["method"] for r in records))
+    left_out = {"time": 0, "memory": 0}
     for method in methods:
         mine = sorted((r for r in records if r["method"] == method), key=lambda r: r["num_tasks"])
-        tasks = [r["num_tasks"] for r in mine]
-        median = [r["time_ratio_median"] for r in mine]
-        low = [r["time_ratio_median"] - r["time_ratio_q25"] for r in mine]
-        high = [r["time_ratio_q75"] - r["time_ratio_median"] for r in mine]
-        time_axes.errorbar(tasks, median, yerr=[low, high], marker="o", markersize=3, capsize=2, label=method)
-        memory_axes.plot(tasks, [r["memory_ratio"] for r in mine], marker="o", markersize=3, label=method)
-    for axes, label in ((time_axes, "step time / LS (median, IQR)"), (memory_axes, "peak step memory / LS")):
+        timed = [
+            r
+            for r in mine
+            if all(_loggable(r[k]) for k in ("time_ratio_median", "time_ratio_q25", "time_ratio_q75"))
+        ]
+        measured = [r for r in mine if _loggable(r["memory_ratio"])]
+        left_out["time"] += len(mine) - len(timed)
+        left_out["memory"] += len(mine) - len(measured)
+        median = [r["time_ratio_median"] for r in timed]
+        low = [r["time_ratio_median"] - r["time_ratio_q25"] for r in timed]
+        high = [r["time_ratio_q75"] - r["time_ratio_median"] for r in timed]
+        time_axes.errorbar(
+            [r["num_tasks"] for r in timed],
+            median,
+            yerr=[low, high],
+            marker="o",
+            markersize=3,
+            capsize=2,
+            label=method,
+        )
+        memory_axes.plot(
+            [r["num_tasks"] for r in measured],
+            [r["memory_ratio"] for r in measured],
+            marker="o",
+            markersize=3,
+            label=method,
+        )
+    for axes, label, key in (
+        (time_axes, "step time / LS (median, IQR)", "time"),
+        (memory_axes, "peak step memory / LS", "memory"),
+    ):
         axes.set_xscale("log", base=2)
         axes.set_yscale("log")
-        axes.set_xlabel("number of tasks m")
+        axes.set_xlabel(
+            "number of tasks m" + (f" ({left_out[key]} ratio(s) n/a, not drawn)" if left_out[key] else "")
+        )
         axes.set_ylabel(label)
         axes.axhline(1.0, color="black", linewidth=0.8)
     time_axes.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     _save(figure, path)
+
+
+def _loggable(value: Any) -> bool:
+    """Whether ``value`` is a number a log axis can show (finite and positive)."""
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
 def plot_trajectories(
@@ -118,4 +155,29 @@ def plot_trajectories(
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.legend(fontsize=7)
+    _save(figure, path)
+
+
+def plot_soak(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
+    """Per configuration, resident memory and each window's median step times against the step."""
+    figure, panels = plt.subplots(1, 3, figsize=(15, 4.5))
+    for axes in panels:
+        axes.set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(20)])
+        axes.set_xlabel("step")
+    series = (
+        ("rss_bytes", 2**-20, "resident memory (MiB)"),
+        ("median_step_ms", 1.0, "median step wall time in the window (ms)"),
+        ("median_step_cpu_ms", 1.0, "median step CPU time in the window (ms)"),
+    )
+    for record in records:
+        windows = record["windows"]
+        for axes, (key, scale, _) in zip(panels, series, strict=True):
+            shown = [w for w in windows if key in w]  # the set-up entry has no step times
+            axes.plot([w["step"] for w in shown], [scale * w[key] for w in shown], label=record["method"])
+    for axes, (_, _, label) in zip(panels, series, strict=True):
+        axes.set_ylabel(label)
+    for axes in panels[1:]:
+        axes.set_yscale("log")
+    panels[2].legend(fontsize=7, ncol=2)
+    figure.suptitle(title, fontsize=10)
     _save(figure, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import platform
 import re
@@ -10,11 +11,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch._C._profiler import _EventType, _ProfilerEvent
 from torch.profiler import ProfilerActivity, profile, record_function
 
 
@@ -99,21 +101,25 @@ def peak_extra_bytes(
     """Peak tensor memory allocated by each measured call above what was live before it.
 
     Each item of ``prepares`` runs untimed and unmeasured and returns the call to
-    measure (so set-up such as a forward pass stays out of the figure).
+    measure (so set-up such as a forward pass stays out of the figure). Garbage is
+    collected before each call, so that no collection inside it frees earlier tensors.
 
     CUDA: ``torch.cuda.max_memory_allocated`` after a reset, minus the memory allocated
-    before the call. CPU: the PyTorch CPU allocator's events recorded by
+    before the call. CPU: the PyTorch CPU allocator's allocations and frees recorded by
     ``torch.profiler`` (``profile_memory=True``, one session for all calls, each call
-    between two empty marker ranges): each allocation or free is attributed to the
-    innermost operator running (its ``self_cpu_memory_usage``, net within that operator,
-    timed at its start) or is a top-level ``[memory]`` event; between the call's
-    markers their running sum is the live extra memory, whose maximum is returned.
-    Counts tensors only (not Python objects or pages the allocator keeps), like CUDA's figure.
+    between two empty marker ranges), in order: the bytes of the tensors allocated by
+    the call and not yet freed, at their maximum. A free is matched to its allocation by
+    address, so freeing a tensor from before the call does not count (the allocator
+    reports such frees only with sizes it may have kept from earlier sessions, which
+    would make the figure depend on address reuse).
+    Counts tensors only (not Python objects or pages the allocator keeps), so the figure
+    depends neither on the machine's load nor on the heap's history.
     """
     if device.type == "cuda":
         peaks = []
         for prepare in prepares:
             call = prepare()
+            gc.collect()
             _synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             start = torch.cuda.memory_allocated(device)
@@ -124,26 +130,51 @@ def peak_extra_bytes(
     with _without_profiler_markers(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for i, prepare in enumerate(prepares):
             call = prepare()
+            gc.collect()
             _mark(f"{_MARK}.{i}.start")
             call()
             _mark(f"{_MARK}.{i}.end")
-    events = prof.events()
-    marks = {event.name: event.time_range.start for event in events if event.name.startswith(_MARK)}
-    changes = sorted(
-        (event.time_range.start, event.self_cpu_memory_usage)
-        for event in events
-        if event.self_cpu_memory_usage != 0
-    )
+    assert prof.profiler is not None and prof.profiler.kineto_results is not None
+    events = sorted(_walk(prof.profiler.kineto_results.experimental_event_tree()), key=_start_ns)
     peaks = []
     for i in range(len(prepares)):
-        start, end = marks[f"{_MARK}.{i}.start"], marks[f"{_MARK}.{i}.end"]
-        live = peak = 0
-        for time_us, change in changes:
-            if start <= time_us <= end:
-                live += change
-                peak = max(peak, live)
-        peaks.append(int(peak))
+        opening, closing = f"{_MARK}.{i}.start", f"{_MARK}.{i}.end"
+        inside = False
+        live: dict[int, int] = {}
+        total = peak = 0
+        for event in events:
+            if event.name in (opening, closing):
+                inside = event.name == opening
+                continue
+            typed = event.typed
+            if not inside or typed[0] != _EventType.Allocation or typed[1].device.type != "cpu":
+                continue
+            allocation = typed[1]
+            if allocation.alloc_size > 0:
+                live[allocation.ptr] = allocation.alloc_size
+                total += allocation.alloc_size
+                peak = max(peak, total)
+            else:
+                total -= live.pop(allocation.ptr, 0)
+        peaks.append(peak)
     return peaks
+
+
+def _walk(events: Iterable[_ProfilerEvent]) -> Iterator[_ProfilerEvent]:
+    for event in events:
+        yield event
+        yield from _walk(event.children)
+
+
+def _start_ns(event: _ProfilerEvent) -> int:
+    return event.start_time_ns
+
+
+def peak_measure(device: torch.device) -> str:
+    """What :func:`peak_extra_bytes` counts on ``device``, in words (for results files)."""
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated - memory_allocated before the step (tensor bytes)"
+    return "peak bytes of the tensors the step allocated and had not freed (CPU allocator, torch.profiler)"
 
 
 _MARK = "bilevel_mtl.peak_extra_bytes"

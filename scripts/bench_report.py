@@ -128,7 +128,8 @@ def cost_table(payload: dict[str, Any]) -> str:
                 row.append("–" if r is None else f"{r['time_ratio_median']:.2f} {spread}")
             for m in tasks:
                 r = mine.get(m)
-                row.append("–" if r is None else f"{r['memory_ratio']:.2f}")
+                ratio = None if r is None else r["memory_ratio"]
+                row.append("–" if r is None else "n/a" if ratio is None else f"{ratio:.2f}")
             lines.append("| " + " | ".join(row) + " |")
         ls_ms = {
             m: statistics.median(r["ls_ms_median"] for r in records if r["num_tasks"] == m) for m in tasks

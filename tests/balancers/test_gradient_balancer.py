@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 from balancer_cases import MultiTaskNet, flat_grad, make_closure, task_data
@@ -91,6 +93,18 @@ def test_graddrop_on_the_representation_masks_only_the_encoder() -> None:
     encoder = sum(p.numel() for p in model.encoder.parameters())
     torch.testing.assert_close(dropped[encoder:], expected[encoder:])
     assert not torch.allclose(dropped[:encoder], expected[:encoder])
+
+
+def test_representation_hooks_leave_with_their_balancer() -> None:
+    model = MultiTaskNet(M)
+    for _ in range(5):  # e.g. a sweep that builds a balancer per run on one model
+        balancer = GradDrop(M, seed=0, shared=model.encoder, representation=True)
+        assert len(model.encoder._forward_hooks) == 1
+    balancer.remove_hook()
+    assert len(model.encoder._forward_hooks) == 0
+    MGDA(M, shared=model.encoder, representation=True)
+    gc.collect()
+    assert len(model.encoder._forward_hooks) == 0
 
 
 def test_representation_errors_name_the_problem() -> None:

@@ -116,6 +116,8 @@ class GradientBalancer(Balancer):
         self._shared: tuple[nn.Module, ...] = () if shared is None else (shared,)
         self._captured: list[Any] = []
         self._hook = shared.register_forward_hook(_CaptureOutput(self)) if representation and shared else None
+        if self._hook is not None:  # a collected balancer leaves no hook on the user's module
+            weakref.finalize(self, self._hook.remove)
 
     @abstractmethod
     def combine(self, jacobian: Tensor, losses: Tensor, representation: Tensor | None) -> Combination:
@@ -214,7 +216,8 @@ class GradientBalancer(Balancer):
         return combination, [every[id(p)] for p in context.params]
 
     def remove_hook(self) -> None:
-        """Detach the forward hook from the shared module (``representation=True`` only)."""
+        """Detach the forward hook from the shared module now (``representation=True`` only; a
+        balancer that is garbage collected detaches it too)."""
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
