@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from pathlib import Path
@@ -11,12 +12,13 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain
+from benchmarks import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain, runs
 from benchmarks.cli import main
-from benchmarks.runs import build_method, split_method, worst_relative_change
+from benchmarks.runs import build_method, split_method, train_run, worst_relative_change
 from bilevel_mtl.balancers import MarigoldFaithful, PCGrad
 from bilevel_mtl.criteria import FunctionCriterion
 from bilevel_mtl.parametrizations import Softmax
+from bilevel_mtl.training import BalancedOptimizer
 
 PROVENANCE = {"command", "arguments", "git_commit", "device", "torch_version", "seeds"}
 
@@ -192,3 +194,83 @@ def test_aux_records_a_failing_method_and_goes_on(tmp_path: Path, monkeypatch: p
     ]
     assert payload["summary"]["marigold-aux@lr=0.1"]["failures"] == ["seed 0: ValueError: losses must be > 0"]
     assert "click/ne" in payload["summary"]["stl"]
+
+
+class _Recorder:
+    """What each training run saw: its balancer, initial parameters, and per step the batch's
+    inputs and the global random state (patched in for ``BalancedOptimizer``)."""
+
+    def __init__(self) -> None:
+        self.runs: list[dict[str, Any]] = []
+
+    def trainer(self, model: torch.nn.Module, optimizer: Any, balancer: Any) -> Any:
+        run = {
+            "balancer": type(balancer).__name__,
+            "init": [p.detach().clone() for p in model.parameters()],
+            "inputs": [],
+            "random": [],
+        }
+        self.runs.append(run)
+        trainer = BalancedOptimizer(model, optimizer, balancer)
+        step = trainer.step
+
+        def recorded(closure: Any) -> Any:
+            run["inputs"].append(closure.__defaults__[0].clone())
+            run["random"].append(torch.random.get_rng_state())
+            return step(closure)
+
+        trainer.step = recorded  # type: ignore[method-assign]
+        return trainer
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def equal(x: list[torch.Tensor], y: list[torch.Tensor]) -> bool:
+        return len(x) == len(y) and all(torch.equal(u, v) for u, v in zip(x, y, strict=True))
+
+    return equal(a["init"], b["init"]) and equal(a["inputs"], b["inputs"]) and equal(a["random"], b["random"])
+
+
+@pytest.mark.parametrize("command", ["quality", "aux"])
+def test_methods_of_one_seed_see_the_same_start_and_batches(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = _Recorder()
+    monkeypatch.setattr(runs, "BalancedOptimizer", recorder.trainer)
+    if command == "quality":
+        argv = ["quality", "--suite", "digits", "--methods", "ls", "marigold", "pcgrad"]
+        per_seed = 2 + 3  # STL trains one model per task
+    else:
+        argv = ["aux", "--methods", "ls", "marigold-aux", "--upper-lrs", "0.1"]
+        per_seed = 2
+    argv += ["--size", "tiny", "--seeds", "0", "1", "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0
+    assert len(recorder.runs) == 2 * per_seed
+    seed0, seed1 = recorder.runs[:per_seed], recorder.runs[per_seed:]
+    assert len({run["balancer"] for run in seed0}) == per_seed - (1 if command == "quality" else 0)
+    assert all(run["inputs"] for run in seed0)
+    for first, second in ((seed0, seed1), (seed1, seed0)):
+        assert all(_same_run(first[0], run) for run in first[1:])
+        assert not _same_run(first[0], second[0])
+
+
+def test_global_random_draws_are_paired(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a model that draws from the global random state while training (as dropout does) draws
+    # the same numbers under every method of a seed, whatever ran before in the process
+    suite = make_suite("manytasks", "tiny")
+    data = suite.datasets(seed=0, progress=False)
+    task_losses = suite.task_losses
+    draws: list[list[float]] = []
+
+    def noisy(outputs: Any, targets: Any) -> torch.Tensor:
+        draws[-1].append(float(torch.rand(())))
+        return task_losses(outputs, targets)
+
+    monkeypatch.setattr(suite, "task_losses", noisy)
+    for method in ("ls", "rlw", "ls"):
+        torch.rand(3)  # other work in the process moves the global state between runs
+        state = torch.random.get_rng_state()
+        draws.append([])
+        make = functools.partial(build_method, method, suite.num_tasks, seed=0)
+        train_run(suite, data, make, seed=0, epochs=2, progress=False)
+        assert torch.equal(torch.random.get_rng_state(), state)  # restored after the run
+    assert draws[0] == draws[1] == draws[2] and len(set(draws[0])) == len(draws[0]) > 2
