@@ -1,8 +1,10 @@
 """The benchmark figures (matplotlib, written as PNG): Δm% against training time (the MARIGOLD
-paper's Figure 3), task-weight trajectories, and step time and memory against the number of tasks."""
+paper's Figure 3), each method's score with the 95% interval of its paired difference to LS,
+task-weight trajectories, and step time and memory against the number of tasks."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,41 @@ def plot_delta_m_vs_time(records: Sequence[Mapping[str, Any]], path: Path, title
     axes.set_ylabel("Δm% against STL (lower is better)")
     axes.set_title(title)
     axes.legend(fontsize=7, ncol=2)
+    _save(figure, path)
+
+
+def plot_paired_differences(
+    summary: Mapping[str, Mapping[str, Any]],
+    score: str,
+    path: Path,
+    xlabel: str,
+    title: str = "",
+    lower_is_better: bool = True,
+) -> None:
+    """One row per method, best first: its mean ``score`` over seeds (a dot) and, as a bar, LS's
+    mean plus the bootstrap 95% interval of the paired difference to LS (``vs_ls``); a vertical
+    line at LS's mean. A bar across the line: not told apart from LS. Labels give the rank with
+    noise ties (:func:`~benchmarks.metrics.stats.tied_ranks`); failed methods are left out."""
+    sign = 1.0 if lower_is_better else -1.0
+    ranked = (m for m in summary if "rank" in summary[m])
+    # the best at the top
+    methods = sorted(ranked, key=lambda m: (summary[m]["rank"], sign * summary[m][score][0]), reverse=True)
+    figure, axes = plt.subplots(figsize=(7, 0.8 + 0.32 * len(methods)))
+    reference = summary["ls"][score][0] if "ls" in summary else None
+    for row, method in enumerate(methods):
+        entry = summary[method]
+        mean = entry[score][0]
+        low, high = entry["vs_ls"]["bootstrap_ci"] if "vs_ls" in entry else (math.nan, math.nan)
+        if reference is not None and not math.isnan(low):
+            axes.plot([reference + low, reference + high], [row, row], color="tab:blue", linewidth=2)
+        axes.plot([mean], [row], "o", color="black", markersize=4)
+    if reference is not None:
+        axes.axvline(reference, color="tab:red", linestyle="--", linewidth=1, label="LS")
+        axes.legend(fontsize=7)
+    axes.set_yticks(range(len(methods)))
+    axes.set_yticklabels([f"{m} (rank {summary[m]['rank']:g})" for m in methods], fontsize=7)
+    axes.set_xlabel(f"{xlabel} ({'lower' if lower_is_better else 'higher'} is better)")
+    axes.set_title(title + "\nbar: LS + bootstrap 95% CI of the paired difference to LS", fontsize=9)
     _save(figure, path)
 
 

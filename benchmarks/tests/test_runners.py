@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain, runs
 from benchmarks.cli import main
+from benchmarks.metrics.stats import tied_ranks
 from benchmarks.runs import build_method, split_method, train_run, worst_relative_change
 from bilevel_mtl.balancers import MarigoldFaithful, PCGrad
 from bilevel_mtl.criteria import FunctionCriterion
@@ -80,7 +81,18 @@ def test_quality_records_delta_m_and_ranks(tmp_path: Path) -> None:
     assert summary["stl"]["delta_m"] == [0.0, 0.0]
     mean = sum(r["delta_m"] for r in ls_records) / 2
     assert summary["ls"]["delta_m"][0] == pytest.approx(mean)
-    assert (out / "delta_m_vs_time.png").stat().st_size > 0 and (out / "weights.png").stat().st_size > 0
+    # paired statistics of the per-seed Δm%
+    scores = {m: {r["seed"]: r["delta_m"] for r in records if r["method"] == m} for m in summary}
+    ranks = tied_ranks(scores)
+    assert payload["statistics"]["score"] == "delta_m" and payload["statistics"]["reference"] == "ls"
+    for method, entry in summary.items():
+        assert entry["rank"] == ranks[method]
+        expected = [scores[method][seed] - scores["ls"][seed] for seed in (0, 1)]
+        assert entry["vs_ls"]["differences"] == pytest.approx(expected)
+        assert entry["vs_ls"]["bootstrap_ci"] == pytest.approx(sorted(expected))  # two seeds: the range
+    assert summary["ls"]["vs_ls"]["differences"] == [0.0, 0.0]
+    for name in ("delta_m_vs_time.png", "weights.png", "delta_m_ci.png"):
+        assert (out / name).stat().st_size > 0
 
 
 def test_quality_resume_keeps_earlier_records(tmp_path: Path) -> None:
@@ -117,7 +129,13 @@ def test_aux_ne_gain_against_ls(tmp_path: Path) -> None:
     # click's weight stays 1 up to the perturbation r = 1e-3; conv weights are not learnt
     assert all(abs(w["weights"][0] - 1.0) < 1e-2 for w in aux["weights"])
     assert all(abs(w["weights"][2] - 1.0) < 1e-2 for w in aux["weights"])
-    assert (out / "aux_weights.png").stat().st_size > 0
+    summary = payload["summary"]
+    assert payload["statistics"]["score"] == "click/ne_gain" and not payload["statistics"]["lower_is_better"]
+    for method, record in records.items():
+        assert summary[method]["vs_ls"]["differences"] == [record["click/ne_gain"]]
+    gains = {method: {0: record["click/ne_gain"]} for method, record in records.items()}
+    assert {method: summary[method]["rank"] for method in records} == tied_ranks(gains, lower_is_better=False)
+    assert (out / "aux_weights.png").stat().st_size > 0 and (out / "ne_gain_ci.png").stat().st_size > 0
 
 
 def test_cost_ratios_and_memory(tmp_path: Path) -> None:
@@ -194,6 +212,8 @@ def test_aux_records_a_failing_method_and_goes_on(tmp_path: Path, monkeypatch: p
     ]
     assert payload["summary"]["marigold-aux@lr=0.1"]["failures"] == ["seed 0: ValueError: losses must be > 0"]
     assert "click/ne" in payload["summary"]["stl"]
+    assert "rank" not in payload["summary"]["marigold-aux@lr=0.1"]  # no seed to rank it by
+    assert {payload["summary"][m]["rank"] for m in ("ls", "stl")} <= {1.0, 1.5, 2.0}
 
 
 class _Recorder:
