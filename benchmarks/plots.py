@@ -119,26 +119,33 @@ def plot_weights(
 
 
 def plot_cost(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
-    """Median step-time ratio (with its interquartile range) and peak-memory ratio to LS against m."""
-    figure, (time_axes, memory_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    for axes in (time_axes, memory_axes):
+    """Against m: the median step-time ratio (with its interquartile range) to the plain PyTorch
+    step (a panel only when every record has it) and to LS, and the peak-memory ratio to LS."""
+    plain = all("plain_ratio_median" in r for r in records)
+    panels = [("plain_ratio", "step time / plain step (median, IQR)")] if plain else []
+    panels.append(("time_ratio", "step time / LS (median, IQR)"))
+    figure, axes_row = plt.subplots(1, len(panels) + 1, figsize=(5 * (len(panels) + 1), 4))
+    for axes in axes_row:
         axes.set_prop_cycle(color=[plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "olive"])
+    memory_axes = axes_row[-1]
     methods = list(dict.fromkeys(r["method"] for r in records))
     for method in methods:
         mine = sorted((r for r in records if r["method"] == method), key=lambda r: r["num_tasks"])
         tasks = [r["num_tasks"] for r in mine]
-        median = [r["time_ratio_median"] for r in mine]
-        low = [r["time_ratio_median"] - r["time_ratio_q25"] for r in mine]
-        high = [r["time_ratio_q75"] - r["time_ratio_median"] for r in mine]
-        time_axes.errorbar(tasks, median, yerr=[low, high], marker="o", markersize=3, capsize=2, label=method)
+        for axes, (prefix, _) in zip(axes_row, panels, strict=False):
+            median = [r[f"{prefix}_median"] for r in mine]
+            low = [r[f"{prefix}_median"] - r[f"{prefix}_q25"] for r in mine]
+            high = [r[f"{prefix}_q75"] - r[f"{prefix}_median"] for r in mine]
+            axes.errorbar(tasks, median, yerr=[low, high], marker="o", markersize=3, capsize=2, label=method)
         memory_axes.plot(tasks, [r["memory_ratio"] for r in mine], marker="o", markersize=3, label=method)
-    for axes, label in ((time_axes, "step time / LS (median, IQR)"), (memory_axes, "peak step memory / LS")):
+    labels = [label for _, label in panels] + ["peak step memory / LS"]
+    for axes, label in zip(axes_row, labels, strict=True):
         axes.set_xscale("log", base=2)
         axes.set_yscale("log")
         axes.set_xlabel("number of tasks m")
         axes.set_ylabel(label)
         axes.axhline(1.0, color="black", linewidth=0.8)
-    time_axes.legend(fontsize=7)
+    axes_row[0].legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     _save(figure, path)
 

@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the harness, `benchmarks/`, is not installed
 
 from benchmarks import aux, quality  # noqa: E402
+from benchmarks.cost import cost_figure  # noqa: E402
 from benchmarks.metrics.stats import format_difference, format_interval, settings  # noqa: E402
 
 
@@ -159,35 +160,54 @@ def aux_table(payload: dict[str, Any]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
+def ratio_cell(record: dict[str, Any] | None, prefix: str) -> str:
+    """``1.52 [1.48, 1.60]``: a median ratio and its interquartile range; "–" when not measured."""
+    if record is None or f"{prefix}_median" not in record:
+        return "–"
+    return f"{record[f'{prefix}_median']:.2f} [{record[f'{prefix}_q25']:.2f}, {record[f'{prefix}_q75']:.2f}]"
+
+
 def cost_table(payload: dict[str, Any]) -> str:
+    """Per model and width: step time against the plain step and against LS, and memory against
+    LS, one column per m (records made before the plain reference existed have no plain table)."""
     records = payload["records"]
-    widths = sorted({r["hidden"] for r in records})
-    tasks = sorted({r["num_tasks"] for r in records})
+    groups = dict.fromkeys((r.get("model", "mlp"), r["hidden"]) for r in records)
     out = []
-    for hidden in widths:
-        header = ["Method", *[f"time m={m}" for m in tasks], *[f"memory m={m}" for m in tasks]]
-        lines = [
-            f"Hidden width d = {hidden}:",
-            "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
+    for model, hidden in sorted(groups, key=lambda group: (group[0] != "mlp", group[1])):
+        mine = [r for r in records if r.get("model", "mlp") == model and r["hidden"] == hidden]
+        tasks = sorted({r["num_tasks"] for r in mine})
+        methods = list(dict.fromkeys(r["method"] for r in mine))
+        cells = {(r["method"], r["num_tasks"]): r for r in mine}
+        title = (
+            f"ManyTasks MLP, hidden width d = {hidden}"
+            if model == "mlp"
+            else f"Scenes SegNet-lite (width {hidden}, batch {mine[0]['batch_size']})"
+        )
+        tables = [("plain_ratio", "time per step / plain PyTorch step"), ("time_ratio", "time per step / LS")]
+        if not any("plain_ratio_median" in r for r in mine):
+            tables = tables[1:]
+            out += [f"{title}: no plain-step reference (measured before the runner timed one).", ""]
+        for prefix, what in [*tables, ("memory_ratio", "peak step memory / LS")]:
+            header = ["Method", *[f"m={m}" for m in tasks]]
+            out += [f"{title}, {what}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for method in methods:
+                row = [f"`{method}`"]
+                for m in tasks:
+                    record = cells.get((method, m))
+                    if prefix == "memory_ratio":
+                        row.append("–" if record is None else f"{record['memory_ratio']:.2f}")
+                    else:
+                        row.append(ratio_cell(record, prefix))
+                out.append("| " + " | ".join(row) + " |")
+            out.append("")
+        times = [("LS", "ls_ms_median"), ("plain", "plain_ms_median")]
+        medians = [
+            f"{name} m={m}: {statistics.median(r[key] for r in mine if r['num_tasks'] == m):.1f}"
+            for name, key in times
+            for m in tasks
+            if all(key in r for r in mine if r["num_tasks"] == m)
         ]
-        for method in dict.fromkeys(r["method"] for r in records):
-            mine = {r["num_tasks"]: r for r in records if r["method"] == method and r["hidden"] == hidden}
-            row = [f"`{method}`"]
-            for m in tasks:
-                r = mine.get(m)
-                spread = "" if r is None else f"[{r['time_ratio_q25']:.2f}, {r['time_ratio_q75']:.2f}]"
-                row.append("–" if r is None else f"{r['time_ratio_median']:.2f} {spread}")
-            for m in tasks:
-                r = mine.get(m)
-                row.append("–" if r is None else f"{r['memory_ratio']:.2f}")
-            lines.append("| " + " | ".join(row) + " |")
-        ls_ms = {
-            m: statistics.median(r["ls_ms_median"] for r in records if r["num_tasks"] == m) for m in tasks
-        }
-        lines += ["", "LS step (median ms): " + ", ".join(f"m={m}: {ls_ms[m]:.1f}" for m in tasks), ""]
-        out += lines
+        out += ["Step time (median ms): " + ", ".join(medians), ""]
     out += [*provenance_lines(payload), f"- memory: {payload['memory_measure']}", f"- {payload['protocol']}"]
     return "\n".join(out) + "\n"
 
@@ -216,10 +236,11 @@ def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
             payload["summary"], "delta_m", folder / "delta_m_ci.png", "Δm% against STL", f"{name}: Δm%"
         )
     elif stem == "cost":
-        for hidden in sorted({r["hidden"] for r in records}):
-            mine = [r for r in records if r["hidden"] == hidden]
+        mlp = [r for r in records if r.get("model", "mlp") == "mlp"]
+        widths = sorted({r["hidden"] for r in mlp})
+        for hidden in widths:
             title = f"ManyTasks MLP (hidden {hidden}), {payload['provenance']['device']}"
-            plot_cost(mine, folder / ("cost.png" if hidden == 64 else f"cost_d{hidden}.png"), title)
+            plot_cost([r for r in mlp if r["hidden"] == hidden], folder / cost_figure(hidden, widths), title)
     else:
         tasks, main = payload["suite"]["tasks"], payload["main_task"]
         first = payload["provenance"]["seeds"][0]

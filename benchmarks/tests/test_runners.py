@@ -140,26 +140,31 @@ def test_aux_ne_gain_against_ls(tmp_path: Path) -> None:
 
 def test_cost_ratios_and_memory(tmp_path: Path) -> None:
     out = tmp_path / "cost"
-    argv = ["cost", "--quick", "--methods", "famo", "pcgrad", "--out", str(out), "--no-progress"]
+    argv = ["cost", "--quick", "--methods", "ls", "famo", "pcgrad", "--out", str(out), "--no-progress"]
     argv += ["--warmup", "1", "--batch-size", "16", "--hidden", "8"]
     assert main(argv) == 0
     payload, _ = read(out, "cost")
     records = payload["records"]
-    assert [(r["num_tasks"], r["method"]) for r in records] == [
-        (2, "famo"),
-        (2, "pcgrad"),
-        (8, "famo"),
-        (8, "pcgrad"),
+    methods = ("ls", "famo", "pcgrad")
+    assert [(r["model"], r["num_tasks"], r["hidden"], r["method"]) for r in records] == [
+        *[("mlp", m, 8, method) for m in (2, 8) for method in methods],
+        *[("scenes", 3, 8, method) for method in methods],  # the quick preset's SegNet-lite
     ]
+    assert [r["batch_size"] for r in records] == [16] * 6 + [8] * 3
+    assert set(payload["models"]) == {"mlp", "scenes"} and "zero_grad" in payload["plain_step"]
     for record in records:
-        assert record["pairs"] == 3 and record["hidden"] == 8 and record["clock"] == "process CPU time"
-        assert record["wall_ratio_q25"] <= record["wall_ratio_median"] <= record["wall_ratio_q75"]
-        assert record["time_ratio_q25"] <= record["time_ratio_median"] <= record["time_ratio_q75"]
-        assert record["method_ms_median"] > 0 and record["ls_ms_median"] > 0
-        if record["ls_peak_bytes"] > 0:
-            assert record["memory_ratio"] == pytest.approx(
-                record["method_peak_bytes"] / record["ls_peak_bytes"]
-            )
+        assert record["pairs"] == 3 and record["clock"] == "process CPU time"
+        for prefix in ("time_ratio", "plain_ratio", "ls_plain_ratio", "wall_ratio", "wall_plain_ratio"):
+            assert record[f"{prefix}_q25"] <= record[f"{prefix}_median"] <= record[f"{prefix}_q75"]
+        assert min(record[f"{name}_ms_median"] for name in ("plain", "ls", "method")) > 0
+        for key, reference in (("memory_ratio", "ls"), ("memory_plain_ratio", "plain")):
+            if record[f"{reference}_peak_bytes"] > 0:
+                assert record[key] == pytest.approx(
+                    record["method_peak_bytes"] / record[f"{reference}_peak_bytes"]
+                )
+        if record["method"] == "ls":  # LS against itself: the same blocks
+            assert record["time_ratio_median"] == record["time_ratio_q75"] == 1.0
+            assert record["plain_ratio_median"] == record["ls_plain_ratio_median"]
     assert "VmHWM" in payload["memory_measure"]
     assert (out / "cost.png").stat().st_size > 0
 
