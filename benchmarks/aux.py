@@ -110,10 +110,8 @@ def variants(args: argparse.Namespace, suite: Suite[Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .plots import (
-        plot_paired_differences,
-        plot_trajectories,
-    )  # matplotlib: the 'plot' extra, imported only here
+    # matplotlib: the 'plot' extra, imported only here
+    from .plots import plot_paired_differences, plot_trajectories
 
     torch.set_num_threads(args.threads)
     suite = suite_of("ads", args.size, args.overrides)
@@ -245,12 +243,13 @@ def summarize(records: list[dict[str, Any]], main: str) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any], main: str) -> str:
     """A plain-text table: method, main-task NE gain over LS mean ± std [bootstrap 95% CI], rank."""
     gain = f"{main} NE gain % [95% CI]"
-    lines = [f"{'method':28s} {gain:>42s} {'rank':>5s}"]
+    width = max(20, *map(len, summary))
+    lines = [f"{'method':{width}s} {gain:>42s} {'rank':>5s}"]
     for method, entry in summary.items():
         if "rank" not in entry:
-            lines.append(f"{method:28s} {'failed on every seed':>42s}")
+            lines.append(f"{method:{width}s} {'failed on every seed':>42s}")
             continue
         mean, std = entry[f"{main}/ne_gain"]
         interval = format_interval(entry["vs_ls"]["bootstrap_ci"], 3)
-        lines.append(f"{method:28s} {f'{mean:+.3f} ± {std:.3f} {interval}':>42s} {entry['rank']:5.1f}")
+        lines.append(f"{method:{width}s} {f'{mean:+.3f} ± {std:.3f} {interval}':>42s} {entry['rank']:5.1f}")
     return "\n".join(lines)

@@ -176,11 +176,8 @@ def attach_ranks(records: list[dict[str, Any]], higher_is_better: Mapping[str, b
 
 
 def run(args: argparse.Namespace) -> int:
-    from .plots import (
-        plot_delta_m_vs_time,
-        plot_paired_differences,
-        plot_weights,
-    )  # matplotlib: the 'plot' extra, imported only here
+    # matplotlib: the 'plot' extra, imported only here
+    from .plots import plot_delta_m_vs_time, plot_paired_differences, plot_weights
 
     torch.set_num_threads(args.threads)
     suite = suite_of(args.suite_name, args.size, args.overrides)

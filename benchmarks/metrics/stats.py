@@ -85,11 +85,7 @@ class PairedDifference:
     t_ci: Interval
 
     @classmethod
-    def of(
-        cls,
-        scores: Mapping[int, float],
-        reference: Mapping[int, float],
-    ) -> PairedDifference:
+    def of(cls, scores: Mapping[int, float], reference: Mapping[int, float]) -> PairedDifference:
         """``scores[s] - reference[s]`` over the seeds ``s`` both have (NaN mean when none)."""
         seeds = tuple(sorted(set(scores) & set(reference)))
         differences = tuple(scores[s] - reference[s] for s in seeds)
@@ -113,10 +109,7 @@ class PairedDifference:
         }
 
 
-def tied_ranks(
-    scores: Mapping[str, Mapping[int, float]],
-    lower_is_better: bool = True,
-) -> dict[str, float]:
+def tied_ranks(scores: Mapping[str, Mapping[int, float]], lower_is_better: bool = True) -> dict[str, float]:
     """Each method's rank by mean score, methods inside the noise tied (:data:`RANK_DEFINITION`).
 
     ``scores[method][seed]`` is the method's score on that seed; every method needs one at least.
@@ -141,9 +134,7 @@ def tied_ranks(
 
 
 def compare_methods(
-    scores: Mapping[str, Mapping[int, float]],
-    reference: str | None,
-    lower_is_better: bool = True,
+    scores: Mapping[str, Mapping[int, float]], reference: str | None, lower_is_better: bool = True
 ) -> dict[str, dict[str, Any]]:
     """Per method: ``rank`` (:func:`tied_ranks`) and, when ``reference`` is one of the methods,
     ``vs_<reference>``, the paired difference to it (:meth:`PairedDifference.as_dict`)."""
