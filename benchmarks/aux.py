@@ -17,7 +17,10 @@ few hundred steps, so a larger rate is tried as well). References: ``ls`` (equal
 the baseline of the NE gain), ``stl`` (click alone: does auxiliary training help at all?)
 and ``marigold`` (the default worst-case criterion over all four tasks). A record holds NE
 per task, the NE gain over LS of the same seed per task, the final weights and their
-trajectory. Results: ``aux.json``, ``aux.csv``, ``aux_weights.png``.
+trajectory. The summary adds, from the per-seed click NE gain, its bootstrap and t 95%
+intervals (``vs_ls``; the gain is already paired with LS) and the rank with noise ties
+(``rank``; :mod:`benchmarks.metrics.stats`). Results: ``aux.json``, ``aux.csv``,
+``aux_weights.png``, ``ne_gain_ci.png``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from bilevel_mtl.parametrizations import PositiveWeights
 
 from .checks import UsageError, add_output_arguments, output_folder, suite_of
 from .metrics import ne_gain
+from .metrics.stats import compare_methods, format_interval, settings
 from .quality import add_common_arguments, resolve, suite_description
 from .runs import build_method, mean_std, pick_device, provenance, train_run, write_results
 from .suites import Suite
@@ -106,7 +110,8 @@ def variants(args: argparse.Namespace, suite: Suite[Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .plots import plot_trajectories  # matplotlib: the 'plot' extra, imported only here
+    # matplotlib: the 'plot' extra, imported only here
+    from .plots import plot_paired_differences, plot_trajectories
 
     torch.set_num_threads(args.threads)
     suite = suite_of("ads", args.size, args.overrides)
@@ -114,14 +119,17 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     table = variants(args, suite)
     table = {"ls": table.pop("ls"), **table}
+    main = suite.main_task
+    assert main is not None
     payload: dict[str, Any] = {
         "benchmark": "aux",
         "provenance": provenance(args, seeds, device),
         "suite": suite_description(suite, args.size, {}),
-        "main_task": suite.main_task,
+        "main_task": main,
         "methods": list(table),
         "data_seed": args.data_seed,
         "average_last": args.average_last,
+        "statistics": settings(f"{main}/ne_gain", "ls", lower_is_better=False),
     }
     metric_of = {spec.task: spec.name for spec in suite.metrics}
     data = suite.datasets(seed=args.data_seed, progress=not args.no_progress)
@@ -177,9 +185,9 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             payload["records"] = records
-            payload["summary"] = summarize(records)
+            payload["summary"] = summarize(records, main)
             write_results(out, "aux", payload, records)
-    payload["summary"] = summarize(records)
+    payload["summary"] = summarize(records, main)
     write_results(out, "aux", payload, records)
     trajectories = {
         f"{r['method']} ω_{task}": [(w["step"], w["weights"][i]) for w in r["weights"]]
@@ -195,13 +203,26 @@ def run(args: argparse.Namespace) -> int:
             "weight ω",
             f"Ads: learnt auxiliary weights (seed {seeds[0]})",
         )
+    plot_paired_differences(
+        payload["summary"],
+        f"{main}/ne_gain",
+        out / "ne_gain_ci.png",
+        f"{main} NE gain over LS %",
+        f"Ads: {main} NE gain over LS",
+        lower_is_better=False,
+    )
+    print(format_summary(payload["summary"], main))
     print(f"results in {out}")
     return 0
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method: mean ± std over seeds of every NE, NE gain and final weight."""
+def summarize(records: list[dict[str, Any]], main: str) -> dict[str, Any]:
+    """Per method: mean ± std over seeds of every NE, NE gain and final weight; from the per-seed
+    NE gain of the ``main`` task (:func:`~benchmarks.metrics.stats.compare_methods`, higher is
+    better) the paired difference to LS with its intervals (``vs_ls``) and the rank with noise
+    ties (``rank``). Failed runs are left out (listed under ``failures``)."""
     summary: dict[str, Any] = {}
+    scores: dict[str, dict[int, float]] = {}
     for method in dict.fromkeys(r["method"] for r in records):
         mine = [r for r in records if r["method"] == method and "error" not in r]
         failures = [
@@ -212,5 +233,23 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             keys = [k for k, v in mine[0].items() if "/" in k and isinstance(v, float)]
             entry.update({key: mean_std([r[key] for r in mine]) for key in keys})
             entry["seeds"] = [r["seed"] for r in mine]
+            scores[method] = {r["seed"]: r[f"{main}/ne_gain"] for r in mine}
         summary[method] = entry
+    for method, compared in compare_methods(scores, "ls", lower_is_better=False).items():
+        summary[method].update(compared)
     return summary
+
+
+def format_summary(summary: dict[str, Any], main: str) -> str:
+    """A plain-text table: method, main-task NE gain over LS mean ± std [bootstrap 95% CI], rank."""
+    gain = f"{main} NE gain % [95% CI]"
+    width = max(20, *map(len, summary))
+    lines = [f"{'method':{width}s} {gain:>42s} {'rank':>5s}"]
+    for method, entry in summary.items():
+        if "rank" not in entry:
+            lines.append(f"{method:{width}s} {'failed on every seed':>42s}")
+            continue
+        mean, std = entry[f"{main}/ne_gain"]
+        interval = format_interval(entry["vs_ls"]["bootstrap_ci"], 3)
+        lines.append(f"{method:{width}s} {f'{mean:+.3f} ± {std:.3f} {interval}':>42s} {entry['rank']:5.1f}")
+    return "\n".join(lines)

@@ -1,5 +1,6 @@
 """The benchmark figures (matplotlib, written as PNG): Δm% against training time (the MARIGOLD
-paper's Figure 3), task-weight trajectories, and step time and memory against the number of tasks."""
+paper's Figure 3), each method's score with the 95% interval of its paired difference to LS,
+task-weight trajectories, and step time and memory against the number of tasks."""
 
 from __future__ import annotations
 
@@ -46,6 +47,41 @@ def plot_delta_m_vs_time(records: Sequence[Mapping[str, Any]], path: Path, title
     _save(figure, path)
 
 
+def plot_paired_differences(
+    summary: Mapping[str, Mapping[str, Any]],
+    score: str,
+    path: Path,
+    xlabel: str,
+    title: str = "",
+    lower_is_better: bool = True,
+) -> None:
+    """One row per method, best first: its mean ``score`` over seeds (a dot) and, as a bar, LS's
+    mean plus the bootstrap 95% interval of the paired difference to LS (``vs_ls``); a vertical
+    line at LS's mean. A bar across the line: not told apart from LS. Labels give the rank with
+    noise ties (:func:`~benchmarks.metrics.stats.tied_ranks`); failed methods are left out."""
+    sign = 1.0 if lower_is_better else -1.0
+    ranked = (m for m in summary if "rank" in summary[m])
+    # the best at the top
+    methods = sorted(ranked, key=lambda m: (summary[m]["rank"], sign * summary[m][score][0]), reverse=True)
+    figure, axes = plt.subplots(figsize=(7, 0.8 + 0.32 * len(methods)))
+    reference = summary["ls"][score][0] if "ls" in summary else None
+    for row, method in enumerate(methods):
+        entry = summary[method]
+        mean = entry[score][0]
+        low, high = entry["vs_ls"]["bootstrap_ci"] if "vs_ls" in entry else (math.nan, math.nan)
+        if reference is not None and not math.isnan(low):
+            axes.plot([reference + low, reference + high], [row, row], color="tab:blue", linewidth=2)
+        axes.plot([mean], [row], "o", color="black", markersize=4)
+    if reference is not None:
+        axes.axvline(reference, color="tab:red", linestyle="--", linewidth=1, label="LS")
+        axes.legend(fontsize=7)
+    axes.set_yticks(range(len(methods)))
+    axes.set_yticklabels([f"{m} (rank {summary[m]['rank']:g})" for m in methods], fontsize=7)
+    axes.set_xlabel(f"{xlabel} ({'lower' if lower_is_better else 'higher'} is better)")
+    axes.set_title(title + "\nbar: LS + bootstrap 95% CI of the paired difference to LS", fontsize=9)
+    _save(figure, path)
+
+
 def plot_weights(
     records: Sequence[Mapping[str, Any]],
     tasks: Sequence[str],
@@ -83,38 +119,33 @@ def plot_weights(
 
 
 def plot_cost(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
-    """Median step-time ratio (with its interquartile range) and peak-memory ratio to LS against m.
+    """Against m: the median step-time ratio (with its interquartile range) to the plain PyTorch
+    step (a panel only when every record has it) and to LS, and the peak-memory ratio to LS.
 
     A ratio that is missing (``None``), not finite or not positive has no place on a log
     axis: it is left out, and its count is noted under the axes.
     """
-    figure, (time_axes, memory_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    for axes in (time_axes, memory_axes):
+    plain = all("plain_ratio_median" in r for r in records)
+    panels = [("plain_ratio", "step time / plain step (median, IQR)")] if plain else []
+    panels.append(("time_ratio", "step time / LS (median, IQR)"))
+    figure, axes_row = plt.subplots(1, len(panels) + 1, figsize=(5 * (len(panels) + 1), 4))
+    for axes in axes_row:
         axes.set_prop_cycle(color=[plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "olive"])
+    memory_axes = axes_row[-1]
     methods = list(dict.fromkeys(r["method"] for r in records))
-    left_out = {"time": 0, "memory": 0}
+    left_out = {key: 0 for key, _ in panels} | {"memory": 0}
     for method in methods:
         mine = sorted((r for r in records if r["method"] == method), key=lambda r: r["num_tasks"])
-        timed = [
-            r
-            for r in mine
-            if all(_loggable(r[k]) for k in ("time_ratio_median", "time_ratio_q25", "time_ratio_q75"))
-        ]
+        for axes, (prefix, _) in zip(axes_row, panels, strict=False):
+            timed = [r for r in mine if all(_loggable(r[f"{prefix}_{q}"]) for q in ("median", "q25", "q75"))]
+            left_out[prefix] += len(mine) - len(timed)
+            median = [r[f"{prefix}_median"] for r in timed]
+            low = [r[f"{prefix}_median"] - r[f"{prefix}_q25"] for r in timed]
+            high = [r[f"{prefix}_q75"] - r[f"{prefix}_median"] for r in timed]
+            tasks = [r["num_tasks"] for r in timed]
+            axes.errorbar(tasks, median, yerr=[low, high], marker="o", markersize=3, capsize=2, label=method)
         measured = [r for r in mine if _loggable(r["memory_ratio"])]
-        left_out["time"] += len(mine) - len(timed)
         left_out["memory"] += len(mine) - len(measured)
-        median = [r["time_ratio_median"] for r in timed]
-        low = [r["time_ratio_median"] - r["time_ratio_q25"] for r in timed]
-        high = [r["time_ratio_q75"] - r["time_ratio_median"] for r in timed]
-        time_axes.errorbar(
-            [r["num_tasks"] for r in timed],
-            median,
-            yerr=[low, high],
-            marker="o",
-            markersize=3,
-            capsize=2,
-            label=method,
-        )
         memory_axes.plot(
             [r["num_tasks"] for r in measured],
             [r["memory_ratio"] for r in measured],
@@ -122,10 +153,8 @@ def plot_cost(records: Sequence[Mapping[str, Any]], path: Path, title: str = "")
             markersize=3,
             label=method,
         )
-    for axes, label, key in (
-        (time_axes, "step time / LS (median, IQR)", "time"),
-        (memory_axes, "peak step memory / LS", "memory"),
-    ):
+    keyed = [*panels, ("memory", "peak step memory / LS")]
+    for axes, (key, label) in zip(axes_row, keyed, strict=True):
         axes.set_xscale("log", base=2)
         axes.set_yscale("log")
         axes.set_xlabel(
@@ -133,7 +162,7 @@ def plot_cost(records: Sequence[Mapping[str, Any]], path: Path, title: str = "")
         )
         axes.set_ylabel(label)
         axes.axhline(1.0, color="black", linewidth=0.8)
-    time_axes.legend(fontsize=7)
+    axes_row[0].legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     _save(figure, path)
 

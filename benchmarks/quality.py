@@ -4,10 +4,14 @@ For each seed (the outer loop, so that a run cut short still has every method fo
 first seeds) STL is trained first (one model per task), then each method. A record holds
 the suite, method, seed, every test metric (averaged over the last ``--average-last``
 epochs), Δm% against the STL of the same seed, the mean rank among the methods of that
-seed, training wall time and the per-epoch Δm% curve and the weight trajectory. The
-summary gives mean ± std over seeds and the mean rank of the seed-averaged metrics.
-Results are rewritten after every run (``quality.json``, ``quality.csv``) and the plots
-(``delta_m_vs_time.png``, ``weights.png``) at the end.
+seed, training wall time and the per-epoch Δm% curve and the weight trajectory. Every
+method of a seed starts from the same parameters and sees the same batches
+(:func:`~benchmarks.runs.train_run`), so the summary gives, besides mean ± std over seeds
+and the mean rank of the seed-averaged metrics (``mean_rank``), the paired difference of
+Δm% to LS with its bootstrap and t 95% intervals (``vs_ls``) and the rank with noise ties
+(``rank``; :mod:`benchmarks.metrics.stats`). Results are rewritten after every run
+(``quality.json``, ``quality.csv``) and the plots (``delta_m_vs_time.png``,
+``weights.png``, ``delta_m_ci.png``) at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .checks import (
     suite_of,
 )
 from .metrics import delta_m, mean_rank
+from .metrics.stats import compare_methods, format_difference, settings
 from .runs import (
     build_method,
     mean_std,
@@ -140,7 +145,10 @@ def suite_description(suite: Suite[Any], size: str, overrides: Mapping[str, Any]
 
 
 def summarize(records: Sequence[Mapping[str, Any]], higher_is_better: Mapping[str, bool]) -> dict[str, Any]:
-    """Per method: mean ± std over seeds of every metric, Δm% and time; mean rank of the seed means."""
+    """Per method: mean ± std over seeds of every metric, Δm% and time; the mean rank of the seed
+    means over the metrics (``mean_rank``); and from the per-seed Δm%
+    (:func:`~benchmarks.metrics.stats.compare_methods`) the paired difference to LS with its
+    intervals (``vs_ls``) and the rank with noise ties (``rank``)."""
     methods = list(dict.fromkeys(record["method"] for record in records))
     summary: dict[str, Any] = {}
     for method in methods:
@@ -152,8 +160,9 @@ def summarize(records: Sequence[Mapping[str, Any]], higher_is_better: Mapping[st
         summary[method] = entry
     means = {method: {name: summary[method][name][0] for name in higher_is_better} for method in methods}
     ranks = mean_rank(means, higher_is_better)
-    for method in methods:
-        summary[method]["mean_rank"] = ranks[method]
+    scores = {m: {r["seed"]: r["delta_m"] for r in records if r["method"] == m} for m in methods}
+    for method, compared in compare_methods(scores, "ls").items():
+        summary[method].update(mean_rank=ranks[method], **compared)
     return summary
 
 
@@ -167,7 +176,8 @@ def attach_ranks(records: list[dict[str, Any]], higher_is_better: Mapping[str, b
 
 
 def run(args: argparse.Namespace) -> int:
-    from .plots import plot_delta_m_vs_time, plot_weights  # matplotlib: the 'plot' extra, imported only here
+    # matplotlib: the 'plot' extra, imported only here
+    from .plots import plot_delta_m_vs_time, plot_paired_differences, plot_weights
 
     torch.set_num_threads(args.threads)
     suite = suite_of(args.suite_name, args.size, args.overrides)
@@ -182,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         "methods": methods,
         "average_last": args.average_last,
         "data_seed": args.data_seed,
+        "statistics": settings("delta_m", "ls"),
     }
     records: list[dict[str, Any]] = []
     earlier = earlier_results(args, "quality.json")
@@ -261,18 +272,25 @@ def run(args: argparse.Namespace) -> int:
     plot_weights(
         records, suite.tasks, out / "weights.png", title=f"{suite.name}: task weights (seed {seeds[0]})"
     )
+    plot_paired_differences(
+        payload["summary"], "delta_m", out / "delta_m_ci.png", "Δm% against STL", f"{suite.name}: Δm%"
+    )
     print(format_summary(payload["summary"]))
     print(f"results in {out}")
     return 0
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
-    """A plain-text table: method, Δm% mean ± std, mean rank, training seconds."""
-    lines = [f"{'method':20s} {'Δm%':>16s} {'MR':>6s} {'train s':>9s}"]
+    """A plain-text table: method, Δm% mean ± std, Δm% minus LS [bootstrap 95% CI], rank with noise
+    ties, mean rank over the metrics, training seconds."""
+    lines = [
+        f"{'method':20s} {'Δm%':>16s} {'Δm% - LS [95% CI]':>26s} {'rank':>5s} {'MR':>6s} {'train s':>9s}"
+    ]
     for method, entry in summary.items():
         mean, std = entry["delta_m"]
+        versus = format_difference(entry["vs_ls"]) if "vs_ls" in entry else "–"
         lines.append(
-            f"{method:20s} {mean:+8.2f} ± {std:5.2f} {entry['mean_rank']:6.2f} "
-            f"{entry['train_seconds'][0]:9.1f}"
+            f"{method:20s} {mean:+8.2f} ± {std:5.2f} {versus:>26s} {entry['rank']:5.1f} "
+            f"{entry['mean_rank']:6.2f} {entry['train_seconds'][0]:9.1f}"
         )
     return "\n".join(lines)

@@ -6,12 +6,15 @@
   balancers see the model's shared trunk (``model.trunk`` or ``model.backbone``);
 * :func:`train_run`: one model trained with one balancer by :class:`~bilevel_mtl.BalancedOptimizer`
   (Adam, the suite's recipe), evaluated after every epoch, weights recorded every ``k`` steps;
+  paired seeds: every method of a seed starts from the same parameters, sees the same batches
+  and draws the same global random numbers;
 * :func:`write_results`: ``<stem>.json`` (everything) and ``<stem>.csv`` (one row per record).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import functools
 import inspect
@@ -22,7 +25,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +201,18 @@ class RunResult:
     steps: int = 0
 
 
+@contextlib.contextmanager
+def paired_randomness(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """The global torch random state (CPU, and ``device`` on CUDA) seeded from ``seed`` for one
+    run and restored after it, so that what draws from it while training (dropout, a balancer
+    without its own generator) draws the same numbers for every method of a seed. The stream
+    is apart from the initialisation's (:meth:`~benchmarks.suites.Suite.model` seeds ``seed``)."""
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed + 2**32)
+        yield
+
+
 def train_run(
     suite: Suite[Any],
     data: Splits,
@@ -213,7 +228,9 @@ def train_run(
     """Train ``suite.model(seed)`` with ``make_balancer(model)`` and Adam (the suite's recipe).
 
     The test set is evaluated after every epoch (evaluation time is not training time);
-    the final metrics average the last ``average_last`` epochs.
+    the final metrics average the last ``average_last`` epochs. Every method of a seed starts
+    from the same parameters, sees the same batches in the same order, and draws the same
+    global random numbers (:func:`paired_randomness`).
     """
     epochs = suite.training.epochs if epochs is None else epochs
     if epochs < 1:
@@ -221,44 +238,45 @@ def train_run(
     if average_last < 1:
         raise ValueError(f"average_last must be >= 1, got {average_last}")
     recipe = suite.training
-    model = suite.model(seed).to(device)
-    balancer = make_balancer(model).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay
-    )
-    trainer = BalancedOptimizer(model, optimizer, balancer)
-    result = RunResult(metrics={})
-    total = epochs * -(-len(data.train) // recipe.batch_size)  # type: ignore[arg-type]
-    bar = tqdm(total=total, desc=description, disable=not progress, leave=False, mininterval=1.0)
-    model.train()
-    for epoch in range(epochs):
-        start, cpu = time.perf_counter(), time.process_time()
-        batches = iterate_batches(data.train, recipe.batch_size, shuffle=True, seed=seed * 1000 + epoch)
-        for batch in batches:
-            inputs, targets = to_device(batch, device)
-
-            def closure(inputs: Any = inputs, targets: Any = targets) -> torch.Tensor:
-                return suite.task_losses(model(inputs), targets)
-
-            record = trainer.step(closure)
-            if result.steps % weight_every == 0:
-                result.weights.append({"step": result.steps, "weights": record.weights.tolist()})
-            result.steps += 1
-            bar.update()
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
-        result.train_seconds += time.perf_counter() - start
-        result.train_cpu_seconds += time.process_time() - cpu
-        scores = suite.evaluate(model, data.test)
-        result.epochs.append(
-            {
-                "epoch": epoch + 1,
-                "train_seconds": result.train_seconds,
-                "train_cpu_seconds": result.train_cpu_seconds,
-                "metrics": scores,
-            }
+    with paired_randomness(seed, device):
+        model = suite.model(seed).to(device)
+        balancer = make_balancer(model).to(device)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay
         )
-    bar.close()
+        trainer = BalancedOptimizer(model, optimizer, balancer)
+        result = RunResult(metrics={})
+        total = epochs * -(-len(data.train) // recipe.batch_size)  # type: ignore[arg-type]
+        bar = tqdm(total=total, desc=description, disable=not progress, leave=False, mininterval=1.0)
+        model.train()
+        for epoch in range(epochs):
+            start, cpu = time.perf_counter(), time.process_time()
+            batches = iterate_batches(data.train, recipe.batch_size, shuffle=True, seed=seed * 1000 + epoch)
+            for batch in batches:
+                inputs, targets = to_device(batch, device)
+
+                def closure(inputs: Any = inputs, targets: Any = targets) -> torch.Tensor:
+                    return suite.task_losses(model(inputs), targets)
+
+                record = trainer.step(closure)
+                if result.steps % weight_every == 0:
+                    result.weights.append({"step": result.steps, "weights": record.weights.tolist()})
+                result.steps += 1
+                bar.update()
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+            result.train_seconds += time.perf_counter() - start
+            result.train_cpu_seconds += time.process_time() - cpu
+            scores = suite.evaluate(model, data.test)
+            result.epochs.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_seconds": result.train_seconds,
+                    "train_cpu_seconds": result.train_cpu_seconds,
+                    "metrics": scores,
+                }
+            )
+        bar.close()
     last = result.epochs[-average_last:]
     result.metrics = {name: sum(e["metrics"][name] for e in last) / len(last) for name in last[0]["metrics"]}
     return result

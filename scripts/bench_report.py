@@ -4,6 +4,9 @@
         # reads benchmarks/results/*/{quality,aux,cost}.json,
         # writes docs/benchmarks/_tables/<folder>.md and the PNGs next to each results file
 
+The summaries of quality and aux results (mean ± std, the paired difference to LS with its
+intervals, the rank with noise ties) are computed again from the per-seed records by the
+runners' own ``summarize``, so results files written before a statistic existed get it too.
 The pages in docs/benchmarks include these files, so re-running a benchmark and this script
 updates the docs without editing prose.
 """
@@ -19,6 +22,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 TABLES = ROOT / "docs" / "benchmarks" / "_tables"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the harness, `benchmarks/`, is not installed
+
+from benchmarks import aux, quality  # noqa: E402
+from benchmarks.cost import cost_figure  # noqa: E402
+from benchmarks.metrics.stats import format_difference, format_interval, settings  # noqa: E402
 
 
 def cell(pair: list[float], digits: int = 2) -> str:
@@ -40,6 +49,18 @@ def provenance_lines(payload: dict[str, Any]) -> list[str]:
     return lines
 
 
+def statistics_note(payload: dict[str, Any], score: str) -> str:
+    """What the paired columns are (the definitions: docs/benchmarks/index.md, "Statistics")."""
+    stats = payload["statistics"]
+    return (
+        f"- {score} − LS: mean over seeds of the per-seed difference to LS, [percentile bootstrap "
+        f"{100 * stats['level']:.0f}% CI] ({stats['resamples']:,} resamples, RNG seed "
+        f"{stats['bootstrap_seed']}; with 3 seeds it is the range of the 3 differences), and the "
+        "paired t-interval as a cross-check; rank: by mean, tied with the method above when their "
+        "paired difference's bootstrap CI contains 0"
+    )
+
+
 def quality_table(payload: dict[str, Any]) -> str:
     summary = payload["summary"]
     metrics = payload["suite"]["metrics"]
@@ -48,7 +69,17 @@ def quality_table(payload: dict[str, Any]) -> str:
         "train_cpu_seconds" if all("train_cpu_seconds" in e for e in summary.values()) else "train_seconds"
     )
     label = "train CPU s" if clock == "train_cpu_seconds" else "train wall s"
-    header = ["Method", *[f"{name} {arrows[name]}" for name in metrics], "Δm% ↓", "MR ↓", label, "seeds"]
+    header = [
+        "Method",
+        *[f"{name} {arrows[name]}" for name in metrics],
+        "Δm% ↓",
+        "Δm% − LS [95% CI]",
+        "t 95% CI",
+        "rank ↓",
+        "MR ↓",
+        label,
+        "seeds",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     best = min((m for m in summary if m != "stl"), key=lambda m: summary[m]["delta_m"][0], default=None)
     for method, entry in summary.items():
@@ -56,10 +87,14 @@ def quality_table(payload: dict[str, Any]) -> str:
         delta = cell(entry["delta_m"])
         if method == best:
             delta = f"**{delta}**"
+        versus = entry.get("vs_ls")
         row = [
             f"`{method}`",
             *[cell(entry[name], digits) for name in metrics],
             delta,
+            "–" if versus is None else format_difference(versus),
+            "–" if versus is None else format_interval(versus["t_ci"]),
+            f"{entry['rank']:g}",
             f"{entry['mean_rank']:.2f}",
             f"{entry[clock][0]:.0f}",
             str(len(entry["seeds"])),
@@ -72,6 +107,8 @@ def quality_table(payload: dict[str, Any]) -> str:
         *provenance_lines(payload),
         f"- suite `{suite['name']}`, size `{suite['size']}`, overrides `{suite['overrides']}`; "
         f"metrics averaged over the last {payload['average_last']} epochs; data seed {payload['data_seed']}",
+        statistics_note(payload, "Δm%"),
+        "- MR: mean over the metrics of the rank of the seed-averaged metric (ties share their average)",
         f"- full configuration: `{config}`",
     ]
     return "\n".join(lines + notes) + "\n"
@@ -80,7 +117,17 @@ def quality_table(payload: dict[str, Any]) -> str:
 def aux_table(payload: dict[str, Any]) -> str:
     summary = payload["summary"]
     tasks = payload["suite"]["tasks"]
-    header = ["Method", *[f"{t} NE ↓" for t in tasks], *[f"{t} NE gain % ↑" for t in tasks], "final ω"]
+    main = payload["main_task"]
+    header = [
+        "Method",
+        *[f"{t} NE ↓" for t in tasks],
+        *[f"{t} NE gain % ↑" for t in tasks],
+        f"{main} gain − LS [95% CI]",
+        "t 95% CI",
+        "rank ↓",
+        "final ω",
+        "seeds",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     failures = []
     for method, entry in summary.items():
@@ -92,7 +139,11 @@ def aux_table(payload: dict[str, Any]) -> str:
             f"`{method}`",
             *[cell(entry[f"{t}/ne"], 4) for t in tasks],
             *[cell(entry[f"{t}/ne_gain"], 3) for t in tasks],
+            format_difference(entry["vs_ls"], 3),
+            format_interval(entry["vs_ls"]["t_ci"], 3),
+            f"{entry['rank']:g}",
             weights,
+            str(len(entry["seeds"])),
         ]
         lines.append("| " + " | ".join(row) + " |")
     suite = payload["suite"]
@@ -102,49 +153,75 @@ def aux_table(payload: dict[str, Any]) -> str:
         *provenance_lines(payload),
         f"- suite `ads`, size `{suite['size']}`; NE averaged over the last {payload['average_last']} epochs; "
         "final ω: the weights of the last recorded step (for MARIGOLD's perturbed mode, λ + r·u)",
+        statistics_note(payload, f"{main} NE gain")
+        + f" (higher is better; the gain is already relative to LS of the same seed, so {main} gain − LS "
+        "is the gain itself; a method that failed on a seed is compared on the seeds it has)",
     ]
     return "\n".join(lines + notes) + "\n"
 
 
+def ratio_cell(record: dict[str, Any] | None, prefix: str) -> str:
+    """``1.52 [1.48, 1.60]``: a median ratio and its interquartile range; "–" when not measured."""
+    if record is None or f"{prefix}_median" not in record:
+        return "–"
+    return f"{record[f'{prefix}_median']:.2f} [{record[f'{prefix}_q25']:.2f}, {record[f'{prefix}_q75']:.2f}]"
+
+
 def cost_table(payload: dict[str, Any]) -> str:
+    """Per model and width: step time against the plain step and against LS, and memory against
+    LS, one column per m (records made before the plain reference existed have no plain table)."""
     records = payload["records"]
-    widths = sorted({r["hidden"] for r in records})
-    tasks = sorted({r["num_tasks"] for r in records})
+    groups = dict.fromkeys((r.get("model", "mlp"), r["hidden"]) for r in records)
     out = []
-    for hidden in widths:
-        header = ["Method", *[f"time m={m}" for m in tasks], *[f"memory m={m}" for m in tasks]]
-        lines = [
-            f"Hidden width d = {hidden}:",
-            "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
+    for model, hidden in sorted(groups, key=lambda group: (group[0] != "mlp", group[1])):
+        mine = [r for r in records if r.get("model", "mlp") == model and r["hidden"] == hidden]
+        tasks = sorted({r["num_tasks"] for r in mine})
+        methods = list(dict.fromkeys(r["method"] for r in mine))
+        cells = {(r["method"], r["num_tasks"]): r for r in mine}
+        title = (
+            f"ManyTasks MLP, hidden width d = {hidden}"
+            if model == "mlp"
+            else f"Scenes SegNet-lite (width {hidden}, batch {mine[0]['batch_size']})"
+        )
+        tables = [("plain_ratio", "time per step / plain PyTorch step"), ("time_ratio", "time per step / LS")]
+        if not any("plain_ratio_median" in r for r in mine):
+            tables = tables[1:]
+            out += [f"{title}: no plain-step reference (measured before the runner timed one).", ""]
+        for prefix, what in [*tables, ("memory_ratio", "peak step memory / LS")]:
+            header = ["Method", *[f"m={m}" for m in tasks]]
+            out += [f"{title}, {what}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for method in methods:
+                row = [f"`{method}`"]
+                for m in tasks:
+                    record = cells.get((method, m))
+                    if prefix == "memory_ratio":
+                        ratio = None if record is None else record["memory_ratio"]
+                        row.append("–" if record is None else "n/a" if ratio is None else f"{ratio:.2f}")
+                    else:
+                        row.append(ratio_cell(record, prefix))
+                out.append("| " + " | ".join(row) + " |")
+            out.append("")
+        times = [("LS", "ls_ms_median"), ("plain", "plain_ms_median")]
+        medians = [
+            f"{name} m={m}: {statistics.median(r[key] for r in mine if r['num_tasks'] == m):.1f}"
+            for name, key in times
+            for m in tasks
+            if all(key in r for r in mine if r["num_tasks"] == m)
         ]
-        for method in dict.fromkeys(r["method"] for r in records):
-            mine = {r["num_tasks"]: r for r in records if r["method"] == method and r["hidden"] == hidden}
-            row = [f"`{method}`"]
-            for m in tasks:
-                r = mine.get(m)
-                spread = "" if r is None else f"[{r['time_ratio_q25']:.2f}, {r['time_ratio_q75']:.2f}]"
-                row.append("–" if r is None else f"{r['time_ratio_median']:.2f} {spread}")
-            for m in tasks:
-                r = mine.get(m)
-                ratio = None if r is None else r["memory_ratio"]
-                row.append("–" if r is None else "n/a" if ratio is None else f"{ratio:.2f}")
-            lines.append("| " + " | ".join(row) + " |")
-        ls_ms = {
-            m: statistics.median(r["ls_ms_median"] for r in records if r["num_tasks"] == m) for m in tasks
-        }
-        lines += ["", "LS step (median ms): " + ", ".join(f"m={m}: {ls_ms[m]:.1f}" for m in tasks), ""]
-        out += lines
+        out += ["Step time (median ms): " + ", ".join(medians), ""]
     out += [*provenance_lines(payload), f"- memory: {payload['memory_measure']}", f"- {payload['protocol']}"]
     return "\n".join(out) + "\n"
 
 
 def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
     """The runner's figures, drawn again from the results file."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))  # the harness, `benchmarks/`, is not installed
-    from benchmarks.plots import plot_cost, plot_delta_m_vs_time, plot_trajectories, plot_weights
+    from benchmarks.plots import (
+        plot_cost,
+        plot_delta_m_vs_time,
+        plot_paired_differences,
+        plot_trajectories,
+        plot_weights,
+    )
 
     records = payload["records"]
     if stem == "quality":
@@ -156,11 +233,15 @@ def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
         plot_weights(
             records, payload["suite"]["tasks"], folder / "weights.png", f"{name}: task weights (seed {first})"
         )
+        plot_paired_differences(
+            payload["summary"], "delta_m", folder / "delta_m_ci.png", "Δm% against STL", f"{name}: Δm%"
+        )
     elif stem == "cost":
-        for hidden in sorted({r["hidden"] for r in records}):
-            mine = [r for r in records if r["hidden"] == hidden]
+        mlp = [r for r in records if r.get("model", "mlp") == "mlp"]
+        widths = sorted({r["hidden"] for r in mlp})
+        for hidden in widths:
             title = f"ManyTasks MLP (hidden {hidden}), {payload['provenance']['device']}"
-            plot_cost(mine, folder / ("cost.png" if hidden == 64 else f"cost_d{hidden}.png"), title)
+            plot_cost([r for r in mlp if r["hidden"] == hidden], folder / cost_figure(hidden, widths), title)
     else:
         tasks, main = payload["suite"]["tasks"], payload["main_task"]
         first = payload["provenance"]["seeds"][0]
@@ -178,38 +259,66 @@ def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
                 "weight ω",
                 f"Ads: learnt auxiliary weights (seed {first})",
             )
+        plot_paired_differences(
+            payload["summary"],
+            f"{main}/ne_gain",
+            folder / "ne_gain_ci.png",
+            f"{main} NE gain over LS %",
+            f"Ads: {main} NE gain over LS",
+            lower_is_better=False,
+        )
 
 
 def overview_table(payloads: dict[str, dict[str, Any]]) -> str:
-    """Δm% (mean ± std) and MR of every method on every quality suite, one column per suite."""
+    """Δm% (mean ± std) and the rank with noise ties of every method on every quality suite."""
     methods = list(dict.fromkeys(m for p in payloads.values() for m in p["summary"]))
-    header = ["Method", *[f"{name}: Δm% ↓ (MR ↓)" for name in payloads]]
+    header = ["Method", *[f"{name}: Δm% ↓ (rank ↓)" for name in payloads]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
         row = [f"`{method}`"]
         for payload in payloads.values():
             entry = payload["summary"].get(method)
-            row.append("–" if entry is None else f"{cell(entry['delta_m'])} ({entry['mean_rank']:.2f})")
+            row.append("–" if entry is None else f"{cell(entry['delta_m'])} ({entry['rank']:g})")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
+def summarized(stem: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with its summary computed again from its records (quality and aux)."""
+    records = payload["records"]
+    if stem == "quality":
+        higher = {name: spec["higher_is_better"] for name, spec in payload["suite"]["metrics"].items()}
+        return {
+            **payload,
+            "summary": quality.summarize(records, higher),
+            "statistics": settings("delta_m", "ls"),
+        }
+    if stem == "aux":
+        main = payload["main_task"]
+        return {
+            **payload,
+            "summary": aux.summarize(records, main),
+            "statistics": settings(f"{main}/ne_gain", "ls", lower_is_better=False),
+        }
+    return payload
+
+
 def main() -> None:
     TABLES.mkdir(parents=True, exist_ok=True)
-    quality: dict[str, dict[str, Any]] = {}
+    payloads: dict[str, dict[str, Any]] = {}
     for folder in sorted(RESULTS.iterdir()) if RESULTS.exists() else []:
         for stem, writer in (("quality", quality_table), ("aux", aux_table), ("cost", cost_table)):
             path = folder / f"{stem}.json"
             if path.exists():
-                payload = json.loads(path.read_text())
+                payload = summarized(stem, json.loads(path.read_text()))
                 if stem == "quality":
-                    quality[folder.name] = payload
+                    payloads[folder.name] = payload
                 target = TABLES / f"{folder.name}.md"
                 target.write_text(writer(payload))
                 redraw(folder, stem, payload)
                 print(f"wrote {target.relative_to(ROOT)} and the figures in {folder.relative_to(ROOT)}")
-    if quality:
-        (TABLES / "overview.md").write_text(overview_table(quality))
+    if payloads:
+        (TABLES / "overview.md").write_text(overview_table(payloads))
 
 
 if __name__ == "__main__":

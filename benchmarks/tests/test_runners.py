@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from pathlib import Path
@@ -11,13 +12,15 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain
+from benchmarks import CACHE_ENV, delta_m, make_suite, mean_rank, ne_gain, runs
 from benchmarks.cli import main
 from benchmarks.cost import memory_ratio
-from benchmarks.runs import build_method, split_method, worst_relative_change
+from benchmarks.metrics.stats import tied_ranks
+from benchmarks.runs import build_method, split_method, train_run, worst_relative_change
 from bilevel_mtl.balancers import MarigoldFaithful, PCGrad
 from bilevel_mtl.criteria import FunctionCriterion
 from bilevel_mtl.parametrizations import Softmax
+from bilevel_mtl.training import BalancedOptimizer
 
 PROVENANCE = {"command", "arguments", "git_commit", "device", "torch_version", "seeds"}
 
@@ -79,7 +82,18 @@ def test_quality_records_delta_m_and_ranks(tmp_path: Path) -> None:
     assert summary["stl"]["delta_m"] == [0.0, 0.0]
     mean = sum(r["delta_m"] for r in ls_records) / 2
     assert summary["ls"]["delta_m"][0] == pytest.approx(mean)
-    assert (out / "delta_m_vs_time.png").stat().st_size > 0 and (out / "weights.png").stat().st_size > 0
+    # paired statistics of the per-seed Δm%
+    scores = {m: {r["seed"]: r["delta_m"] for r in records if r["method"] == m} for m in summary}
+    ranks = tied_ranks(scores)
+    assert payload["statistics"]["score"] == "delta_m" and payload["statistics"]["reference"] == "ls"
+    for method, entry in summary.items():
+        assert entry["rank"] == ranks[method]
+        expected = [scores[method][seed] - scores["ls"][seed] for seed in (0, 1)]
+        assert entry["vs_ls"]["differences"] == pytest.approx(expected)
+        assert entry["vs_ls"]["bootstrap_ci"] == pytest.approx(sorted(expected))  # two seeds: the range
+    assert summary["ls"]["vs_ls"]["differences"] == [0.0, 0.0]
+    for name in ("delta_m_vs_time.png", "weights.png", "delta_m_ci.png"):
+        assert (out / name).stat().st_size > 0
 
 
 def test_quality_resume_keeps_earlier_records(tmp_path: Path) -> None:
@@ -116,31 +130,43 @@ def test_aux_ne_gain_against_ls(tmp_path: Path) -> None:
     # click's weight stays 1 up to the perturbation r = 1e-3; conv weights are not learnt
     assert all(abs(w["weights"][0] - 1.0) < 1e-2 for w in aux["weights"])
     assert all(abs(w["weights"][2] - 1.0) < 1e-2 for w in aux["weights"])
-    assert (out / "aux_weights.png").stat().st_size > 0
+    summary = payload["summary"]
+    assert payload["statistics"]["score"] == "click/ne_gain" and not payload["statistics"]["lower_is_better"]
+    for method, record in records.items():
+        assert summary[method]["vs_ls"]["differences"] == [record["click/ne_gain"]]
+    gains = {method: {0: record["click/ne_gain"]} for method, record in records.items()}
+    assert {method: summary[method]["rank"] for method in records} == tied_ranks(gains, lower_is_better=False)
+    assert (out / "aux_weights.png").stat().st_size > 0 and (out / "ne_gain_ci.png").stat().st_size > 0
 
 
 def test_cost_ratios_and_memory(tmp_path: Path) -> None:
     out = tmp_path / "cost"
-    argv = ["cost", "--quick", "--methods", "famo", "pcgrad", "--out", str(out), "--no-progress"]
+    argv = ["cost", "--quick", "--methods", "ls", "famo", "pcgrad", "--out", str(out), "--no-progress"]
     argv += ["--warmup", "1", "--batch-size", "16", "--hidden", "8"]
     argv += ["--slow", "1e9", "--give-up", "1e9"]  # the number of pairs and probes: not the clock's
     assert main(argv) == 0
     payload, _ = read(out, "cost")
     records = payload["records"]
-    assert [(r["num_tasks"], r["method"]) for r in records] == [
-        (2, "famo"),
-        (2, "pcgrad"),
-        (8, "famo"),
-        (8, "pcgrad"),
+    methods = ("ls", "famo", "pcgrad")
+    assert [(r["model"], r["num_tasks"], r["hidden"], r["method"]) for r in records] == [
+        *[("mlp", m, 8, method) for m in (2, 8) for method in methods],
+        *[("scenes", 3, 8, method) for method in methods],  # the quick preset's SegNet-lite
     ]
+    assert [r["batch_size"] for r in records] == [16] * 6 + [8] * 3
+    assert set(payload["models"]) == {"mlp", "scenes"} and "zero_grad" in payload["plain_step"]
     for record in records:
-        assert record["pairs"] == 3 and record["hidden"] == 8 and record["clock"] == "process CPU time"
-        assert record["wall_ratio_q25"] <= record["wall_ratio_median"] <= record["wall_ratio_q75"]
-        assert record["time_ratio_q25"] <= record["time_ratio_median"] <= record["time_ratio_q75"]
-        assert record["method_ms_median"] > 0 and record["ls_ms_median"] > 0
+        assert record["pairs"] == 3 and record["clock"] == "process CPU time"
+        for prefix in ("time_ratio", "plain_ratio", "ls_plain_ratio", "wall_ratio", "wall_plain_ratio"):
+            assert record[f"{prefix}_q25"] <= record[f"{prefix}_median"] <= record[f"{prefix}_q75"]
+        assert min(record[f"{name}_ms_median"] for name in ("plain", "ls", "method")) > 0
         # tensor bytes, not pages: every step allocates, whatever the machine's load
         assert record["ls_peak_bytes"] > 0 and record["method_peak_bytes"] > 0
-        assert record["memory_ratio"] == record["method_peak_bytes"] / record["ls_peak_bytes"]
+        for key, reference in (("memory_ratio", "ls"), ("memory_plain_ratio", "plain")):
+            assert record[f"{reference}_peak_bytes"] > 0
+            assert record[key] == record["method_peak_bytes"] / record[f"{reference}_peak_bytes"]
+        if record["method"] == "ls":  # LS against itself: the same blocks
+            assert record["time_ratio_median"] == record["time_ratio_q75"] == 1.0
+            assert record["plain_ratio_median"] == record["ls_plain_ratio_median"]
     assert "tensors" in payload["memory_measure"]
     assert (out / "cost.png").stat().st_size > 0
 
@@ -230,3 +256,85 @@ def test_aux_records_a_failing_method_and_goes_on(tmp_path: Path, monkeypatch: p
     ]
     assert payload["summary"]["marigold-aux@lr=0.1"]["failures"] == ["seed 0: ValueError: losses must be > 0"]
     assert "click/ne" in payload["summary"]["stl"]
+    assert "rank" not in payload["summary"]["marigold-aux@lr=0.1"]  # no seed to rank it by
+    assert {payload["summary"][m]["rank"] for m in ("ls", "stl")} <= {1.0, 1.5, 2.0}
+
+
+class _Recorder:
+    """What each training run saw: its balancer, initial parameters, and per step the batch's
+    inputs and the global random state (patched in for ``BalancedOptimizer``)."""
+
+    def __init__(self) -> None:
+        self.runs: list[dict[str, Any]] = []
+
+    def trainer(self, model: torch.nn.Module, optimizer: Any, balancer: Any) -> Any:
+        run = {
+            "balancer": type(balancer).__name__,
+            "init": [p.detach().clone() for p in model.parameters()],
+            "inputs": [],
+            "random": [],
+        }
+        self.runs.append(run)
+        trainer = BalancedOptimizer(model, optimizer, balancer)
+        step = trainer.step
+
+        def recorded(closure: Any) -> Any:
+            run["inputs"].append(closure.__defaults__[0].clone())
+            run["random"].append(torch.random.get_rng_state())
+            return step(closure)
+
+        trainer.step = recorded  # type: ignore[method-assign]
+        return trainer
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def equal(x: list[torch.Tensor], y: list[torch.Tensor]) -> bool:
+        return len(x) == len(y) and all(torch.equal(u, v) for u, v in zip(x, y, strict=True))
+
+    return equal(a["init"], b["init"]) and equal(a["inputs"], b["inputs"]) and equal(a["random"], b["random"])
+
+
+@pytest.mark.parametrize("command", ["quality", "aux"])
+def test_methods_of_one_seed_see_the_same_start_and_batches(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = _Recorder()
+    monkeypatch.setattr(runs, "BalancedOptimizer", recorder.trainer)
+    if command == "quality":
+        argv = ["quality", "--suite", "digits", "--methods", "ls", "marigold", "pcgrad"]
+        per_seed = 2 + 3  # STL trains one model per task
+    else:
+        argv = ["aux", "--methods", "ls", "marigold-aux", "--upper-lrs", "0.1"]
+        per_seed = 2
+    argv += ["--size", "tiny", "--seeds", "0", "1", "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0
+    assert len(recorder.runs) == 2 * per_seed
+    seed0, seed1 = recorder.runs[:per_seed], recorder.runs[per_seed:]
+    assert len({run["balancer"] for run in seed0}) == per_seed - (1 if command == "quality" else 0)
+    assert all(run["inputs"] for run in seed0)
+    for first, second in ((seed0, seed1), (seed1, seed0)):
+        assert all(_same_run(first[0], run) for run in first[1:])
+        assert not _same_run(first[0], second[0])
+
+
+def test_global_random_draws_are_paired(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a model that draws from the global random state while training (as dropout does) draws
+    # the same numbers under every method of a seed, whatever ran before in the process
+    suite = make_suite("manytasks", "tiny")
+    data = suite.datasets(seed=0, progress=False)
+    task_losses = suite.task_losses
+    draws: list[list[float]] = []
+
+    def noisy(outputs: Any, targets: Any) -> torch.Tensor:
+        draws[-1].append(float(torch.rand(())))
+        return task_losses(outputs, targets)
+
+    monkeypatch.setattr(suite, "task_losses", noisy)
+    for method in ("ls", "rlw", "ls"):
+        torch.rand(3)  # other work in the process moves the global state between runs
+        state = torch.random.get_rng_state()
+        draws.append([])
+        make = functools.partial(build_method, method, suite.num_tasks, seed=0)
+        train_run(suite, data, make, seed=0, epochs=2, progress=False)
+        assert torch.equal(torch.random.get_rng_state(), state)  # restored after the run
+    assert draws[0] == draws[1] == draws[2] and len(set(draws[0])) == len(draws[0]) > 2
