@@ -301,7 +301,7 @@ def test_quick_fills_in_only_the_options_not_given() -> None:
     assert (cost.tasks, cost.repeats) == ([2, 8], 3)
     cost = checked(["cost", "--quick", "--tasks", "3", "--repeats", "5", "--methods", "famo"])
     assert (cost.tasks, cost.repeats) == ([3], 5)
-    assert checked(["cost", "--methods", "famo"]).tasks == [2, 8, 32, 128, 256]
+    assert checked(["cost", "--methods", "famo"]).tasks == [2, 3, 8, 32, 128, 256]
     quality = checked(["quality", "--suite", "digits", "--quick", "--methods", "ls"])
     assert (quality.size, quality.seeds) == ("quick", [0])
     quality = checked(
