@@ -143,8 +143,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def mlp_suite(num_tasks: int, hidden: int, args: argparse.Namespace) -> Suite[Any]:
-    """The m-task MLP suite of one measurement: one batch of training data (``--set`` over it)."""
-    fixed = {"num_tasks": num_tasks, "hidden": hidden, "num_train": args.batch_size, "num_test": 8}
+    """The m-task MLP suite of one measurement: one batch of training data, one regression head
+    per task (``--set`` over it)."""
+    fixed = {
+        "num_tasks": num_tasks,
+        "hidden": hidden,
+        "num_train": args.batch_size,
+        "num_test": 8,
+        "classification_fraction": 0.0,
+    }
     return suite_of("manytasks", "default", args.overrides, **fixed)
 
 

@@ -50,7 +50,7 @@ from .runs import (
 )
 from .suites import SIZES, Suite
 
-QUALITY_SUITES = ("scenes", "scenes2", "digits", "manytasks")
+QUALITY_SUITES = ("scenes", "scenes2", "digits", "manytasks", "scales")
 DEFAULT_METHODS = (
     "stl",
     "ls",

@@ -3,6 +3,7 @@
 from .base import Evaluator, Metric, MetricSpec
 from .classification import Accuracy, ColumnwiseAccuracy, ColumnwiseMSE
 from .entropy import NormalizedEntropy, binary_entropy, log_loss, ne_gain, normalized_entropy
+from .regression import RSquared
 from .scenes import (
     ANGLE_THRESHOLDS,
     DepthMetric,
@@ -25,6 +26,7 @@ __all__ = [
     "MetricSpec",
     "NormalizedEntropy",
     "NormalsMetric",
+    "RSquared",
     "SegmentationMetric",
     "binary_entropy",
     "confusion_matrix",

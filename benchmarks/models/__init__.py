@@ -2,7 +2,7 @@
 
 from .ads import AdsModel
 from .digits import DigitsCNN
-from .mlp import ManyTasksMLP
+from .mlp import ConstantModel, ManyTasksMLP, TabularMLP
 from .scenes import MTANLite, SegNetLite
 
-__all__ = ["AdsModel", "DigitsCNN", "MTANLite", "ManyTasksMLP", "SegNetLite"]
+__all__ = ["AdsModel", "ConstantModel", "DigitsCNN", "MTANLite", "ManyTasksMLP", "SegNetLite", "TabularMLP"]

@@ -8,10 +8,12 @@ from .ads import AdsSuite, AdsSuiteConfig
 from .base import SIZES, Suite, TrainingDefaults, apply_overrides
 from .digits import DigitsSuite, DigitsSuiteConfig
 from .manytasks import ManyTasksSuite, ManyTasksSuiteConfig
+from .scales import ScalesSuite, ScalesSuiteConfig
 from .scenes import Scenes2Suite, ScenesSuite, ScenesSuiteConfig
 
 SUITES: dict[str, type[Suite[Any]]] = {
-    suite.name: suite for suite in (ScenesSuite, Scenes2Suite, DigitsSuite, ManyTasksSuite, AdsSuite)
+    suite.name: suite
+    for suite in (ScenesSuite, Scenes2Suite, DigitsSuite, ManyTasksSuite, ScalesSuite, AdsSuite)
 }
 """Suite name → class."""
 
@@ -32,6 +34,8 @@ __all__ = [
     "DigitsSuiteConfig",
     "ManyTasksSuite",
     "ManyTasksSuiteConfig",
+    "ScalesSuite",
+    "ScalesSuiteConfig",
     "Scenes2Suite",
     "ScenesSuite",
     "ScenesSuiteConfig",

@@ -314,9 +314,13 @@ def test_quick_fills_in_only_the_options_not_given() -> None:
 
 
 def test_data_quick_generates_the_quick_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.suites import make_suite
+
+    data = make_suite("manytasks", "quick").config.data
     assert main(["data", "--quick", "--suites", "manytasks", "--no-cache"]) == 0
     output = capsys.readouterr().out
-    assert "size quick, not cached" in output and "train     1000   test      500" in output
+    sizes = f"train {data.num_train:8d}   test {data.num_test:8d}"
+    assert "size quick, not cached" in output and sizes in output
 
 
 def test_the_memory_probe_drops_the_profiler_markers_only(capfd: pytest.CaptureFixture[str]) -> None:

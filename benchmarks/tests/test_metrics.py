@@ -18,6 +18,7 @@ from benchmarks.metrics import (
     Evaluator,
     NormalizedEntropy,
     NormalsMetric,
+    RSquared,
     SegmentationMetric,
     binary_entropy,
     delta_m,
@@ -128,6 +129,28 @@ def test_accuracy_and_columnwise_metrics_by_hand() -> None:
     columns.update({"classification": logits}, {"classification": torch.tensor([[0, 0], [0, 1]])})
     assert columns.compute() == {"c0/accuracy": pytest.approx(50.0), "c1/accuracy": pytest.approx(50.0)}
     assert ColumnwiseMSE([]).compute() == {}
+
+
+def test_r_squared_by_hand_over_batches_and_far_from_zero() -> None:
+    # y = [1, 2, 3, 6]: mean 3, total sum of squares 4 + 1 + 0 + 9 = 14; errors [1, 0, -1, 2]: 6
+    prediction, target = torch.tensor([2.0, 2.0, 2.0, 8.0]), torch.tensor([1.0, 2.0, 3.0, 6.0])
+    metric = RSquared("y")
+    metric.update({"y": prediction[:1]}, {"y": target[:1]})
+    metric.update({"y": prediction[1:]}, {"y": target[1:]})
+    assert metric.compute() == {"y/r2": pytest.approx(1.0 - 6.0 / 14.0)}
+    # Targets in the thousands with a spread of 1e-3: the shifted sums stay exact.
+    far = RSquared("y")
+    far.update({"y": 2000.0 + 1e-3 * prediction.double()}, {"y": 2000.0 + 1e-3 * target.double()})
+    assert far.compute()["y/r2"] == pytest.approx(1.0 - 6.0 / 14.0, rel=1e-6)
+    mean = RSquared("y")
+    mean.update({"y": torch.full((4,), 3.0)}, {"y": target})
+    assert mean.compute() == {"y/r2": 0.0}
+    constant = RSquared("y")
+    constant.update({"y": target}, {"y": torch.ones(4)})
+    with pytest.raises(ValueError, match="constant"):
+        constant.compute()
+    with pytest.raises(ValueError, match="no sample"):
+        RSquared("y").compute()
 
 
 def test_normalized_entropy_by_hand() -> None:

@@ -1,4 +1,4 @@
-"""MultiDigits, ManyTasks and Ads generators; the cache; the batch iterator."""
+"""MultiDigits, ManyTasks, Scales and Ads generators; the cache; the batch iterator."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ import torch
 from benchmarks.cache import CACHE_ENV, cache_root, cached_arrays
 from benchmarks.data.ads import AdsConfig, generate_ads, load_ads
 from benchmarks.data.digits import DigitsConfig, compose, generate_digits, load_sklearn_digits
-from benchmarks.data.manytasks import ManyTasksConfig, generate_manytasks, load_manytasks
+from benchmarks.data.manytasks import ManyTasksConfig, generate_manytasks, load_manytasks, ridge_signals
+from benchmarks.data.scales import ScalesConfig, ScaleTask, generate_scales
 from benchmarks.datasets import TensorDictDataset, iterate_batches
 from benchmarks.metrics import normalized_entropy
+from benchmarks.suites import ManyTasksSuite, ManyTasksSuiteConfig
 
 DIGITS = DigitsConfig(num_train=50, num_test=20)
-MANY = ManyTasksConfig(num_tasks=12, num_train=3000, num_test=50, classification_fraction=0.25)
+MANY = ManyTasksConfig(num_tasks=12, num_train=3000, num_test=10000, classification_fraction=0.25)
+SCALES = ScalesConfig(num_train=10000, num_test=10000)
 ADS = AdsConfig(
     num_users=60, num_ads=30, num_categories=5, num_sites=6, num_train=3000, num_test=1000,
     num_teacher_extra=3000, teacher_epochs=2, teacher_batch_size=256, teacher_hidden=(32,),
@@ -34,8 +37,8 @@ def _assert_deterministic(generate, config) -> None:  # type: ignore[no-untyped-
 
 @pytest.mark.parametrize(
     ("generate", "config"),
-    [(generate_digits, DIGITS), (generate_manytasks, MANY)],
-    ids=["digits", "manytasks"],
+    [(generate_digits, DIGITS), (generate_manytasks, MANY), (generate_scales, SCALES)],
+    ids=["digits", "manytasks", "scales"],
 )
 def test_generators_are_deterministic(generate, config) -> None:  # type: ignore[no-untyped-def]
     _assert_deterministic(generate, config)
@@ -73,7 +76,31 @@ def test_digits_config_checks_the_canvas() -> None:
         DigitsConfig(width=12, max_shift=2)
 
 
-def test_manytasks_targets_follow_the_construction() -> None:
+def _standardized_signal(arrays: dict[str, np.ndarray], split: str) -> np.ndarray:
+    """The noiseless signal ``g̃`` of every task, rebuilt from the inputs and the ``meta/*`` facts."""
+    raw = ridge_signals(
+        arrays[f"{split}/x"].astype(np.float64),
+        arrays["meta/direction"],
+        arrays["meta/alpha"],
+        arrays["meta/beta"],
+    )
+    return (raw - arrays["meta/signal_mean"]) / arrays["meta/signal_std"]
+
+
+def _assert_label_noise(clean: np.ndarray, labels: np.ndarray, num_classes: int, rate: float) -> None:
+    """Labels differ from the clean class at ``rate``, uniformly over the other classes, and stay balanced."""
+    flipped = labels != clean
+    assert abs(flipped.mean() - rate) < 0.02, flipped.mean()
+    shifts = ((labels - clean) % num_classes)[flipped]
+    np.testing.assert_allclose(
+        np.bincount(shifts, minlength=num_classes)[1:] / len(shifts), 1 / (num_classes - 1), atol=0.05
+    )
+    np.testing.assert_allclose(
+        np.bincount(labels.ravel(), minlength=num_classes) / labels.size, 1 / num_classes, atol=0.03
+    )
+
+
+def test_manytasks_targets_follow_the_construction_and_its_noise_floor() -> None:
     arrays = generate_manytasks(MANY, 0, False)
     m, regression = MANY.num_tasks, MANY.num_regression
     assert arrays["train/x"].shape == (3000, MANY.input_dim)
@@ -88,18 +115,73 @@ def test_manytasks_targets_follow_the_construction() -> None:
     # c = 0.8: aligned pairs have cosine c^2 ± (1 - c^2) > 0, opposed pairs -c^2 ± (1 - c^2) < 0.
     assert np.all(cosine[same & off_diagonal] > 0.28 - 1e-9)
     assert np.all(cosine[~same] < -0.28 + 1e-9)
-    scale = arrays["meta/scale"]
-    assert np.all((scale >= 0.1) & (scale <= 10.0))
-    z = arrays["train/x"].astype(np.float64) @ directions.T
-    signal = z + np.sin(z[:, :, None] * arrays["meta/alpha"] + arrays["meta/beta"]).sum(axis=2)
-    residual = arrays["train/regression"] / scale[:regression] - signal[:, :regression]
-    np.testing.assert_allclose(residual.std(axis=0), MANY.noise_std, rtol=0.1)
-    labels = arrays["train/classification"]
-    for column in range(MANY.num_classification):
-        frequencies = np.bincount(labels[:, column], minlength=MANY.num_classes) / len(labels)
-        np.testing.assert_allclose(frequencies, 1 / MANY.num_classes, atol=0.04)
-        ordered = np.argsort(signal[:, regression + column])
-        assert np.corrcoef(signal[ordered, regression + column], labels[ordered, column])[0, 1] > 0.8
+    for split in ("train", "test"):
+        signal = _standardized_signal(arrays, split)
+        if split == "train":
+            np.testing.assert_allclose(signal.mean(axis=0), 0.0, atol=1e-6)  # x is stored as float32
+            np.testing.assert_allclose(signal.std(axis=0), 1.0, rtol=1e-6)
+        # The floor: the noise left by the true signal has the declared variance σ² (the best MSE) ...
+        residual = arrays[f"{split}/regression"] - signal[:, :regression]
+        np.testing.assert_allclose(residual.var(axis=0), MANY.noise_std**2, rtol=0.1)
+        np.testing.assert_allclose(residual.mean(axis=0), 0.0, atol=0.05)
+        # ... and the clean class, the best guess, is wrong at the declared rate η.
+        clean = (signal[:, regression:, None] > arrays["meta/thresholds"].T[None]).sum(axis=2)
+        labels = arrays[f"{split}/classification"]
+        _assert_label_noise(clean, labels, MANY.num_classes, MANY.label_noise)
+    suite = ManyTasksSuite(ManyTasksSuiteConfig(data=MANY))
+    assert suite.bayes_scores() == {
+        **{f"reg{k:03d}/mse": 0.25 for k in range(regression)},
+        **{f"cls{k:03d}/accuracy": pytest.approx(90.0) for k in range(MANY.num_classification)},
+    }
+
+
+def test_manytasks_counts_and_checks_its_settings() -> None:
+    assert ManyTasksConfig(num_tasks=2).num_conflicting == 1  # one aligned, one conflicting
+    assert ManyTasksConfig(num_tasks=64).num_conflicting == 16
+    assert ManyTasksConfig(num_tasks=2, conflict_fraction=0.0).num_conflicting == 0
+    assert ManyTasksConfig(num_tasks=1).num_conflicting == 0
+    with pytest.raises(ValueError, match="conflict_fraction"):
+        ManyTasksConfig(conflict_fraction=0.75)
+    with pytest.raises(ValueError, match="noise floor"):
+        ManyTasksConfig(noise_std=0.0)
+    with pytest.raises(ValueError, match=r"label_noise must lie in \(0, 1 - 1/num_classes\) = \(0, 0.5\)"):
+        ManyTasksConfig(num_classes=2, label_noise=0.5)
+    with pytest.raises(ValueError, match="label_noise"):
+        ManyTasksConfig(label_noise=0.0)
+
+
+def test_scales_targets_follow_their_units_and_noise_floors() -> None:
+    arrays = generate_scales(SCALES, 0, False)
+    tasks = SCALES.tasks
+    assert [task.name for task in tasks] == ["price", "minutes", "segment", "click", "share", "growth"]
+    directions = arrays["meta/direction"]
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1.0)
+    sign = np.where([task.conflicting for task in tasks], -1.0, 1.0)
+    cosine = directions @ directions.T
+    # c = 0.8: tasks of the same sign have cosine > 0.28, of opposite signs < -0.28.
+    assert np.all((cosine * np.outer(sign, sign))[~np.eye(len(tasks), dtype=bool)] > 0.28 - 1e-9)
+    for split in ("train", "test"):
+        signal = _standardized_signal(arrays, split)
+        for index, task in enumerate(tasks):
+            target = arrays[f"{split}/{task.name}"]
+            assert target.shape == (len(arrays[f"{split}/x"]),)
+            if task.is_regression:
+                assert target.dtype == np.float32
+                # In natural units: the noise left by the true signal is (r s_k)², the best MSE.
+                residual = target.astype(np.float64) - (task.offset + task.scale * signal[:, index])
+                np.testing.assert_allclose(residual.var(), (SCALES.noise_std * task.scale) ** 2, rtol=0.1)
+                assert abs(target.mean() - task.offset) < 0.1 * task.scale
+            else:
+                assert target.dtype == np.int64
+                thresholds = arrays[f"meta/thresholds/{task.name}"]
+                clean = (signal[:, index : index + 1, None] > thresholds.T[None]).sum(axis=2)
+                _assert_label_noise(clean, target[:, None], task.num_classes, SCALES.label_noise)
+    with pytest.raises(ValueError, match="unique names"):
+        ScalesConfig(tasks=(ScaleTask("a"), ScaleTask("a", num_classes=2)))
+    with pytest.raises(ValueError, match="num_classes must be 0"):
+        ScaleTask("a", num_classes=1)
+    with pytest.raises(ValueError, match="label_noise"):
+        ScalesConfig(label_noise=0.6)
 
 
 def test_manytasks_with_only_regression_has_empty_classification(tmp_path: Path) -> None:
