@@ -267,8 +267,7 @@ class BalancedOptimizer:
                 reports.append(self.balancer.commit(decision, None))
 
         skipped = self._optimizer_step(values, losses_finite, before_update)
-        if skipped is not None:
-            self.optimizer.zero_grad(set_to_none=True)
+        if skipped is not None:  # step() restores the state, gradients included
             decided = decision.weights if bool(losses_finite) else None  # no decision from bad losses
             return self._skipped(start, values, decided, skipped)
         losses_after = None
@@ -308,9 +307,9 @@ class BalancedOptimizer:
                     f"mapping on every step, got {type(raw).__name__}"
                 )
             return raw
-        names = tuple(str(k) for k in raw)
         if not all(isinstance(k, str) for k in raw):
             raise TypeError(f"named task losses need string names, got keys {list(raw)}")
+        names = tuple(raw)
         expected = self._tasks if self._tasks is not None else names
         if set(names) != set(expected):
             raise ValueError(
