@@ -76,12 +76,13 @@ def check(args: argparse.Namespace) -> None:
 
 
 def aux_balancer(suite: Suite[Any], learnt: tuple[str, ...], lr: float, mode: str, seed: int) -> Balancer:
-    """MARIGOLD with the main-task criterion learning the weights of the ``learnt`` tasks."""
+    """MARIGOLD with the main-task criterion learning the weights of the ``learnt`` tasks, with
+    the paper's single-point estimator (the main-task loss has no first-order gradient)."""
     assert suite.main_task is not None
     main = suite.tasks.index(suite.main_task)
     trainable = [task in learnt for task in suite.tasks]
-    cls = MarigoldFaithful if mode == "faithful" else Marigold
-    return cls(
+    build = MarigoldFaithful if mode == "faithful" else Marigold.paper
+    return build(
         suite.num_tasks,
         lr=lr,
         criterion=MainTaskLoss(suite.num_tasks, main=main),

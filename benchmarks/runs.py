@@ -2,7 +2,7 @@
 
 * :func:`provenance`: the exact command, git commit, device (CPU model/cores, torch threads,
   CUDA name), torch version and seeds, stored in every results file;
-* :func:`build_method`: a balancer by registry name, plus ``"marigold-faithful"``; gradient
+* :func:`build_method`: a balancer by registry name, plus the MARIGOLD presets of ``EXTRA_METHODS``; gradient
   balancers see the model's shared trunk (``model.trunk`` or ``model.backbone``);
 * :func:`train_run`: one model trained with one balancer by :class:`~bilevel_mtl.BalancedOptimizer`
   (Adam, the suite's recipe), evaluated after every epoch, weights recorded every ``k`` steps;
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bilevel_mtl.balancers import STL, Balancer, GradientBalancer
+from bilevel_mtl.balancers import STL, Balancer, GradientBalancer, Marigold
 from bilevel_mtl.criteria import FunctionCriterion
 from bilevel_mtl.parametrizations import Softmax
 from bilevel_mtl.registry import balancer_classes, build_balancer
@@ -43,10 +43,18 @@ from bilevel_mtl.training import BalancedOptimizer
 from .datasets import Splits, iterate_batches, to_device
 from .suites import Suite
 
-EXTRA_METHODS = ("marigold-faithful", "marigold-relative", "marigold-relative-softmax")
-"""Method names beyond the registry's: ``marigold`` is the default (perturbed) mode;
-``marigold-relative`` replaces the worst-case absolute decrement by the worst-case
-*relative* change :math:`\\max_i f_i(A)/f_i(\\theta) - 1` (scale-free across tasks);
+EXTRA_METHODS = (
+    "marigold-paper",
+    "marigold-same-batch",
+    "marigold-faithful",
+    "marigold-relative",
+    "marigold-relative-softmax",
+)
+"""Method names beyond the registry's: ``marigold`` is the default; ``marigold-paper`` the
+paper's Appendix C (:meth:`~bilevel_mtl.Marigold.paper`); ``marigold-same-batch`` the default
+measured again on the step's batch with FAMO's upper lr 0.025 (FAMO, step for step);
+``marigold-relative`` the paper's configuration with the worst-case *relative* change
+:math:`\\max_i f_i(A)/f_i(\\theta) - 1` (scale-free across tasks) as its criterion;
 ``marigold-relative-softmax`` also replaces the loss-scaled softmax
 :math:`\\mathrm{softmax}(\\beta u/f)` by the plain :math:`\\mathrm{softmax}(u)`."""
 
@@ -103,11 +111,15 @@ def build_method(spec: str, num_tasks: int, model: nn.Module, seed: int = 0, **k
     kwargs = {**options, **kwargs}
     if name == "marigold-faithful":
         return build_balancer("marigold_faithful", num_tasks, seed=seed, **kwargs)
+    if name == "marigold-same-batch":
+        return Marigold(num_tasks, seed=seed, **{"measurement": "same-batch", "lr": 0.025, **kwargs})
     if name in ("marigold-relative", "marigold-relative-softmax"):
-        criterion = FunctionCriterion(worst_relative_change)
+        kwargs.setdefault("criterion", FunctionCriterion(worst_relative_change))
         if name == "marigold-relative-softmax":
             kwargs.setdefault("parametrization", Softmax(num_tasks))
-        return build_balancer("marigold", num_tasks, criterion=criterion, seed=seed, **kwargs)
+        name = "marigold-paper"
+    if name == "marigold-paper":
+        return Marigold.paper(num_tasks, seed=seed, **kwargs)
     if name not in balancer_classes():
         raise ValueError(f"unknown method {name!r}; choose from {method_names()}")
     factory = balancer_classes()[name]

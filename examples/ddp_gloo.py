@@ -10,7 +10,7 @@ and mean losses this is the same training as one process on the whole batch
 (``--world-size 1``), up to rounding.
 
 It uses the low-level path with ``Marigold()`` (``weights`` → ``backward`` → ``step`` →
-``update``); see the DDP tutorial
+``update``: the default learns from the next step's losses, so no extra forward); see the DDP tutorial
 in the documentation for what is and is not verified.
 """
 
@@ -60,7 +60,7 @@ def train(rank: int, world_size: int, steps: int, dtype: torch.dtype) -> dict[st
     net = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, NUM_TASKS)).to(dtype)
     model = DistributedDataParallel(net) if world_size > 1 else net
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    balancer = bm.Marigold(NUM_TASKS, seed=0)  # same seed: same directions
+    balancer = bm.Marigold(NUM_TASKS, seed=0)
     x, y = make_data(dtype)
     batches = torch.Generator().manual_seed(1)  # the same global batches on every process
     for _ in range(steps):
@@ -72,9 +72,7 @@ def train(rank: int, world_size: int, steps: int, dtype: torch.dtype) -> dict[st
         optimizer.zero_grad()
         (weights @ losses).backward()  # DDP averages the gradients over the processes
         optimizer.step()
-        with torch.no_grad():
-            after = task_losses(model, x[shard], y[shard])
-        balancer.update(before, global_mean(after))  # the upper-level step, the same on every process
+        balancer.update(before)  # the upper-level step (for the previous step), the same on every process
     state = {f"param.{name}": p.detach().clone() for name, p in net.named_parameters()}
     state.update({f"balancer.{k}": v for k, v in balancer.state_dict().items() if isinstance(v, Tensor)})
     return state

@@ -32,7 +32,6 @@ def test_ddp_two_gloo_processes_train_like_one_process_on_the_whole_batch(
         torch.testing.assert_close(replicas[0][key], single[key], rtol=0, atol=1e-12)
     # the upper level moved away from its initial zeros, so the comparison covers it
     assert float(single["balancer.parametrization.logits"].abs().max()) > 0
-    assert float(single["balancer.criterion.rho.logits"].abs().max()) > 0
 
 
 @pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning")
@@ -64,9 +63,7 @@ def test_lightning_manual_optimization_equals_the_plain_low_level_loop(
             optimizer.zero_grad()
             (weights @ losses).backward()
             optimizer.step()
-            with torch.no_grad():
-                after = example.task_losses(net, x, y)
-            balancer.update(losses.detach(), after)
+            balancer.update(losses.detach())  # the default measures each step on the next one's losses
 
     assert trainer.global_step == 2 * len(example.make_loader())
     for mine, reference in zip(module.net.parameters(), net.parameters(), strict=True):

@@ -14,7 +14,7 @@ def _train(steps: int, update_under_no_grad: bool) -> dict[str, torch.Tensor]:
     y = torch.stack([x[:, 0], x[:, 1] * x[:, 2]], dim=1)
     model = nn.Linear(4, 2).double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    balancer = bm.Marigold(2, lr=1e-2, seed=3)
+    balancer = bm.Marigold.paper(2, lr=1e-2, seed=3)
     for _ in range(steps):
         losses = ((model(x) - y) ** 2).mean(0)
         weights = balancer.weights(losses.detach())
@@ -51,7 +51,7 @@ def test_weights_are_pure_and_the_low_level_path_equals_the_one_call_step() -> N
     def setup() -> tuple[nn.Module, torch.optim.Optimizer, bm.Marigold]:
         torch.manual_seed(0)
         model = nn.Linear(4, 2).double()
-        return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), bm.Marigold(2, lr=1e-2)
+        return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), bm.Marigold.paper(2, lr=1e-2)
 
     model, optimizer, balancer = setup()
     twin, twin_optimizer, twin_balancer = setup()

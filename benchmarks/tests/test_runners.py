@@ -19,6 +19,7 @@ from benchmarks.metrics.stats import tied_ranks
 from benchmarks.runs import build_method, split_method, train_run, worst_relative_change
 from bilevel_mtl.balancers import MarigoldFaithful, PCGrad
 from bilevel_mtl.criteria import FunctionCriterion
+from bilevel_mtl.estimators import FirstOrder, SinglePoint
 from bilevel_mtl.parametrizations import Softmax
 from bilevel_mtl.training import BalancedOptimizer
 
@@ -209,7 +210,7 @@ def test_cost_plot_leaves_out_ratios_a_log_axis_cannot_show(tmp_path: Path) -> N
 
 
 def test_method_specs() -> None:
-    assert split_method("marigold:lr=0.01,beta=2") == ("marigold", {"lr": 0.01, "beta": 2})
+    assert split_method("marigold-paper:lr=0.01,beta=2") == ("marigold-paper", {"lr": 0.01, "beta": 2})
     with pytest.raises(ValueError, match="unknown method"):
         split_method("nonsense")
     with pytest.raises(ValueError, match="key=value"):
@@ -220,6 +221,11 @@ def test_method_specs() -> None:
     assert isinstance(pcgrad, PCGrad)
     faithful = build_method("marigold-faithful", 2, model, seed=3)
     assert isinstance(faithful, MarigoldFaithful)
+    paper = build_method("marigold-paper:radius=0.01", 2, model)
+    assert isinstance(paper.estimator, SinglePoint) and paper.estimator.radius == 0.01 and paper.lr == 1e-4
+    same_batch = build_method("marigold-same-batch", 2, model)
+    assert same_batch.measurement == "same-batch" and same_batch.lr == 0.025
+    assert isinstance(build_method("marigold", 2, model).estimator, FirstOrder)
     torch.testing.assert_close(build_method("ls", 2, model).weights(torch.ones(2)), torch.full((2,), 0.5))
     relative = build_method("marigold-relative:lr=0.01", 2, model)
     assert isinstance(relative.criterion, FunctionCriterion) and relative.lr == 0.01

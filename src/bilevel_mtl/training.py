@@ -157,9 +157,9 @@ class BalancedOptimizer:
                 "pass the model whose parameters the optimizer trains"
             )
         # Re-evaluating balancers replay the step's random state; others need no snapshot.
-        self._reevaluates = bool({"lookahead", "losses_after"} & balancer.needs)
+        self._reevaluates = bool({"lookahead", "losses_after"} & balancer.step_needs)
         # Balancers that read gradients decide with host reads anyway: bad losses are refused first.
-        self._reads_device = bool({"gradients", "lookahead"} & balancer.needs)
+        self._reads_device = bool({"gradients", "lookahead"} & balancer.step_needs)
         self._same_batch_checked = False
         self._tasks: tuple[str, ...] | None = None
 

@@ -34,10 +34,11 @@ from bilevel_mtl import BalancedOptimizer, Marigold, MarigoldFaithful, StepRecor
 from bilevel_mtl import estimators as estimators_module
 from bilevel_mtl.balancers import UpperLevel
 from bilevel_mtl.context import StepContext
-from bilevel_mtl.criteria import Criterion, FunctionCriterion, MainTaskLoss, WorstCaseDecrement
+from bilevel_mtl.criteria import Criterion, FunctionCriterion, LogDecrement, MainTaskLoss, WorstCaseDecrement
 from bilevel_mtl.estimators import (
     Estimator,
     Exact,
+    FirstOrder,
     ForwardDifference,
     Implicit,
     SinglePoint,
@@ -74,8 +75,9 @@ def marigold(
     seed: int = 0,
 ) -> UpperLevel:
     """MARIGOLD (``mode``: MarigoldFaithful or Marigold) in float64 with an SGD upper optimizer and
-    the given start."""
-    balancer = mode(
+    the given start (Marigold: the paper's configuration, perturbed and measured on the same batch)."""
+    build = Marigold.paper if mode is Marigold else mode
+    balancer = build(
         M,
         estimator=estimator,
         criterion=criterion,
@@ -657,26 +659,34 @@ ESTIMATORS: dict[str, Callable[[], Estimator]] = {
     "implicit-normal-cg": lambda: Implicit("normal_cg", ridge=1e-2, max_iter=5),
     "implicit-neumann": lambda: Implicit("neumann", ridge=1e-2, max_iter=5, power_iterations=3),
     "exact": lambda: Exact(),
+    "first-order": lambda: FirstOrder(),
 }
 SMOKE_CRITERIA: dict[str, Callable[[], Criterion]] = {
     "worst-case-learned": lambda: WorstCaseDecrement(M),
     "worst-case-max": lambda: WorstCaseDecrement(M, adversary="max"),
     "main-task": lambda: MainTaskLoss(M, main=0),
     "function": lambda: FunctionCriterion(lambda before, after: (after / before).sum()),
+    "log-decrement": lambda: LogDecrement(M),
 }
 
 
 @pytest.mark.parametrize("criterion_name", list(SMOKE_CRITERIA))
 @pytest.mark.parametrize("estimator_name", list(ESTIMATORS))
 def test_marigold_trains_with_every_estimator_and_criterion(estimator_name: str, criterion_name: str) -> None:
-    """Runs under float32 and dropout for several steps (the numbers are checked above)."""
+    """Runs under float32 and dropout for several steps (the numbers are checked above); a pair
+    that cannot work is refused when built: FirstOrder needs a criterion with a first-order
+    gradient, an estimator through the step a criterion free of the step's weights."""
     model, opt, closure = mlp_problem(M, dropout=0.1, seed=0, dtype=torch.float32, warm_steps=1)
-    balancer = MarigoldFaithful(
-        M,
-        estimator=ESTIMATORS[estimator_name](),
-        criterion=SMOKE_CRITERIA[criterion_name](),
-        lr=0.05,
-    )
+    estimator, criterion = ESTIMATORS[estimator_name](), SMOKE_CRITERIA[criterion_name]()
+    if isinstance(estimator, FirstOrder) and not criterion.has_first_order_gradient:
+        with pytest.raises(TypeError, match="does not give"):
+            MarigoldFaithful(M, estimator=estimator, criterion=criterion)
+        return
+    if estimator.through_step and criterion.depends_on_weights:
+        with pytest.raises(ValueError, match="depends on the step's weights"):
+            MarigoldFaithful(M, estimator=estimator, criterion=criterion)
+        return
+    balancer = MarigoldFaithful(M, estimator=estimator, criterion=criterion, lr=0.05)
     step = BalancedOptimizer(model, opt, balancer)
     before = [p.detach().clone() for p in model.parameters()]
     logits_before = balancer.parametrization.logits.detach().clone()
@@ -706,7 +716,7 @@ def test_exact_and_unrolled_give_marigold_the_same_first_hypergradient() -> None
 
 def test_perturbed_mode_perturbs_in_the_logits() -> None:
     model, opt, closure = mlp_problem(M, seed=2, dtype=torch.float32)
-    balancer = Marigold(M, estimator=SinglePoint(radius=0.1, directions="tangent", space="logits"))
+    balancer = Marigold.paper(M, estimator=SinglePoint(radius=0.1, directions="tangent", space="logits"))
     step = BalancedOptimizer(model, opt, balancer)
     for _ in range(3):
         record = step.step(closure)
@@ -728,13 +738,17 @@ def test_simplex_only_estimates_are_refused_for_positive_weights(estimator: Esti
 
 
 def test_perturbed_mode_still_needs_one_single_point_direction() -> None:
-    with pytest.raises(ValueError, match="perturbed"):
+    with pytest.raises(ValueError, match="SinglePoint with num_directions=1"):
         Marigold(M, estimator=TwoPoint())
 
 
 def test_default_estimator_is_the_papers_in_both_modes() -> None:
-    """The paper's single point with sphere directions and the given radius, whatever the mode."""
-    for mode in (MarigoldFaithful, Marigold):
+    """The paper's single point with sphere directions and the given radius, whatever the mode
+    (Marigold's own default is the first-order estimator, which has no radius)."""
+    assert type(Marigold(M).estimator) is FirstOrder
+    with pytest.raises(TypeError, match="no radius"):
+        Marigold(M, radius=0.01)
+    for mode in (MarigoldFaithful, Marigold.paper):
         estimator = mode(M, radius=0.01).estimator
         assert type(estimator) is SinglePoint and estimator.directions == "sphere"
         assert estimator.radius == 0.01 and estimator.num_directions == 1

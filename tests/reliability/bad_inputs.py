@@ -161,7 +161,7 @@ def _new_batch_per_call(s: Setup) -> object:
         calls[0] += 1
         return s.model(X * calls[0]).pow(2).mean(0) + 1.0
 
-    return bm.BalancedOptimizer(s.model, s.optimizer, bm.Marigold(M)).step(closure)
+    return bm.BalancedOptimizer(s.model, s.optimizer, bm.Marigold.paper(M)).step(closure)
 
 
 def _renamed_tasks(s: Setup) -> object:
@@ -221,10 +221,12 @@ ROWS: list[Row] = [
         "initial weights must be finite and > 0", lambda s: PositiveWeights(M, init=float("nan"))),
     Row("negative-weights", "negative initial task weights (`PositiveWeights`)", ValueError,
         "initial weights must be finite and > 0", lambda s: PositiveWeights(M, init=[1.0, -0.5])),
-    Row("radius-zero", "r = 0", ValueError, "radius", lambda s: bm.Marigold(M, radius=0.0)),
-    Row("radius-negative", "r < 0", ValueError, "radius", lambda s: bm.Marigold(M, radius=-1e-3)),
-    Row("beta-zero", "β = 0", ValueError, "beta", lambda s: bm.Marigold(M, beta=0.0)),
-    Row("beta-negative", "β < 0", ValueError, "beta", lambda s: bm.Marigold(M, beta=-1.0)),
+    Row("radius-zero", "r = 0", ValueError, "radius", lambda s: bm.Marigold.paper(M, radius=0.0)),
+    Row("radius-negative", "r < 0", ValueError, "radius", lambda s: bm.Marigold.paper(M, radius=-1e-3)),
+    Row("radius-default", "a radius for the default (first-order) estimator", TypeError, "has no radius",
+        lambda s: bm.Marigold(M, radius=0.01)),
+    Row("beta-zero", "β = 0", ValueError, "beta", lambda s: bm.Marigold.paper(M, beta=0.0)),
+    Row("beta-negative", "β < 0", ValueError, "beta", lambda s: bm.Marigold.paper(M, beta=-1.0)),
     Row("upper-lr-infinite", "upper learning rate = inf", ValueError, "lr",
         lambda s: bm.Marigold(M, lr=float("inf"))),
     Row("one-task", "MARIGOLD with 1 task", ValueError, "at least 2 tasks", lambda s: bm.Marigold(1)),
@@ -238,9 +240,11 @@ ROWS: list[Row] = [
         ValueError, "num_directions=1", lambda s: bm.Marigold(M, estimator=SinglePoint(num_directions=2))),
     Row("nothing-trainable", "no trainable upper variable (frozen weights, no adversary)", ValueError,
         "neither",
-        lambda s: bm.Marigold(
+        lambda s: bm.Marigold.paper(
             M, criterion=MainTaskLoss(M), parametrization=PositiveWeights(M, trainable=[False, False])
         )),
+    Row("first-order-criterion", "the default (first-order) estimator with `MainTaskLoss`", TypeError,
+        "MainTaskLoss does not give", lambda s: bm.Marigold(M, criterion=MainTaskLoss(M))),
     Row("unknown-directions", "`SinglePoint(directions='cube')`", ValueError, "unknown directions",
         lambda s: SinglePoint(directions="cube")),
     Row("zero-directions", "`SinglePoint(num_directions=0)`", ValueError, "num_directions",

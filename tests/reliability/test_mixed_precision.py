@@ -40,7 +40,7 @@ def test_bf16_autocast_trains_with_float32_weights(name: str) -> None:
     torch.testing.assert_close(first, exact, rtol=2e-2, atol=0)  # bf16 forward, same parameters
 
 
-MARIGOLDS = {"perturbed": bm.Marigold, "faithful": bm.MarigoldFaithful}
+MARIGOLDS = {"perturbed": bm.Marigold.paper, "faithful": bm.MarigoldFaithful}
 """MARIGOLD's two algorithms: the real step perturbed (Algorithm 1), a virtual look-ahead (Algorithm 2)."""
 
 

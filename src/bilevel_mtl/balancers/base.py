@@ -171,9 +171,15 @@ class Balancer(nn.Module, ABC):
             ) from error
 
     @property
+    def step_needs(self) -> frozenset[Need]:
+        """What this balancer's steps need: the class's :attr:`needs`, unless its configuration
+        needs otherwise (e.g. ``Marigold(measurement="same-batch")``)."""
+        return self.needs
+
+    @property
     def needs_losses_after(self) -> bool:
         """Whether :meth:`commit` wants the losses on the same batch after the step."""
-        return "losses_after" in self.needs
+        return "losses_after" in self.step_needs
 
     @abstractmethod
     def decide(self, lower: LowerLevel) -> Decision:
@@ -251,12 +257,21 @@ class LossBalancer(Balancer):
                 f"{type(self).__name__}.update() needs losses_after: the task losses on the same "
                 "batch after the optimizer step (under torch.no_grad())"
             )
+        if losses_after is not None and not self.needs_losses_after:
+            raise ValueError(
+                f"{type(self).__name__}.update() takes no losses_after here: it learns from the losses "
+                "of the steps themselves; call update(losses)" + self._without_losses_after_hint()
+            )
         after = None if losses_after is None else self.check_losses(losses_after).detach().to(before)
         for values in (before, after):
             if values is not None:
                 self._weights(values)  # the same domain checks as weights()
         self.__dict__.pop("_weighed", None)
         return self._update(before, after)
+
+    def _without_losses_after_hint(self) -> str:
+        """What to add to the error of an ``update`` given ``losses_after`` it does not use."""
+        return ""
 
     @abstractmethod
     def _weights(self, losses: Tensor) -> Tensor:

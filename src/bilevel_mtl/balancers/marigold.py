@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_positive
-from ..criteria import Criterion, WorstCaseDecrement
-from ..estimators import Estimator, SinglePoint, UpperObjective, ZerothOrder
-from ..parametrizations import Parametrization, ScaledSoftmax
-from .base import Balancer, Decision, LossBalancer, UpperReport, forked
+from .._checks import check_choice, check_nonnegative, check_positive
+from ..criteria import Criterion, LogDecrement, WorstCaseDecrement
+from ..estimators import Estimator, FirstOrder, SinglePoint, UpperObjective, ZerothOrder
+from ..estimators.base import check_weight_free
+from ..parametrizations import Parametrization, ScaledSoftmax, Softmax
+from .base import Balancer, Cost, Decision, LossBalancer, Need, UpperReport, forked
 
 if TYPE_CHECKING:
     from ..lower_level import LowerLevel
 
 UpperOptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
+OBJECTIVES = ("losses", "log-losses")
+MEASUREMENTS = ("next-batch", "same-batch")
 
 
 class UpperLevel(Balancer):
@@ -27,9 +30,16 @@ class UpperLevel(Balancer):
     :math:`\nabla_\lambda R`, the upper optimizer (Adam with ``lr``) and the generator of
     the estimator's random directions. β = 1, r = 1e-3 and upper Adam lr 1e-4 are the
     paper's Appendix C.
+
+    ``objective``: what the step descends. ``"losses"`` (the paper): :math:`\sum_i\lambda_i f_i`.
+    ``"log-losses"``: :math:`\sum_i\lambda_i\log f_i`, with the length of a convex combination
+    of the task gradients: the loss weights are :math:`w_i = (\lambda_i/\tilde f_i)/\sum_j
+    (\lambda_j/\tilde f_j)` (:meth:`loss_weights`, :math:`\tilde f=\max(f, \epsilon)`, ``min_loss``),
+    so the update's direction is free of each task's loss scale. ``weight_decay``: the upper
+    Adam's (coupled) L2 term on the upper variables.
     """
 
-    cost = "O(d)"
+    cost: ClassVar[Cost] = "O(d)"
     stateful = True
     randomized = True
 
@@ -44,6 +54,9 @@ class UpperLevel(Balancer):
         parametrization: Parametrization | None = None,
         estimator: Estimator | None = None,
         upper_optimizer: UpperOptimizerFactory | None = None,
+        objective: str = "losses",
+        min_loss: float = 1e-12,
+        weight_decay: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__(num_tasks)
@@ -51,9 +64,14 @@ class UpperLevel(Balancer):
             raise ValueError(f"{type(self).__name__} balances at least 2 tasks")
         beta = check_positive("beta", beta)
         self.lr = check_positive("lr", lr)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
+        self.objective = check_choice("objective", objective, OBJECTIVES)
+        self.min_loss = check_positive("min_loss", min_loss)
         self.parametrization = parametrization or ScaledSoftmax(num_tasks, beta)
         self.criterion = criterion or WorstCaseDecrement(num_tasks, beta)
         self.estimator = estimator or SinglePoint(radius)
+        if self.estimator.through_step:
+            check_weight_free(self.criterion, repr(self.estimator))
         for part in (self.parametrization, self.criterion):
             sized = getattr(part, "num_tasks", num_tasks)
             if sized != num_tasks:
@@ -61,6 +79,12 @@ class UpperLevel(Balancer):
                     f"{type(self).__name__}({num_tasks}) got {type(part).__name__}({sized}), which is "
                     f"sized for {sized} tasks: build it with {num_tasks}"
                 )
+        if isinstance(self.estimator, FirstOrder) and not self.criterion.has_first_order_gradient:
+            raise TypeError(
+                "FirstOrder reads the criterion's gradient off one measured step, which "
+                f"{type(self.criterion).__name__} does not give: use LogDecrement, or a zeroth-order "
+                "estimator (e.g. estimator=SinglePoint(1e-3))"
+            )
         if (
             isinstance(self.estimator, ZerothOrder)
             and not self.parametrization.on_simplex
@@ -72,29 +96,36 @@ class UpperLevel(Balancer):
                 "directions='sphere' and space='weights' or 'log-weights'"
             )
         self.generator = torch.Generator().manual_seed(seed)
-        factory = upper_optimizer or (lambda groups: torch.optim.Adam(groups, lr=self.lr))
+        factory = upper_optimizer or (
+            lambda groups: torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+        )
         self.upper_optimizer = factory(self._upper_groups())
 
+    def loss_weights(self, weights: Tensor, losses: Tensor) -> Tensor:
+        """The weights of the task losses in the step for the upper level's ``weights``
+        (see ``objective``)."""
+        if self.objective == "losses":
+            return weights
+        if bool((losses < 0).any()):
+            raise ValueError(
+                f"{type(self).__name__}(objective='log-losses') takes the log of the losses, which "
+                f"must be >= 0; got {losses.detach().tolist()}"
+            )
+        ratios = weights / losses.detach().to(weights).clamp(min=self.min_loss)
+        return ratios / ratios.sum()
+
     @classmethod
-    def paper(cls, num_tasks: int, *, seed: int = 0) -> Self:
+    def paper(cls, num_tasks: int, *, seed: int = 0, **options: Any) -> Self:
         r"""The paper's Appendix C exactly: :math:`\lambda=\mathrm{softmax}(\beta u/f)` and
         :math:`\rho=\mathrm{softmax}(\beta v/f)` dividing by the raw losses (no floor:
         ``min_loss_ratio=0``), β = 1, the absolute worst-case decrement with a learned
         adversary, the single-point estimator with r = 1e-3 on the unit sphere, Adam with
         lr 1e-4 on u (descent) and v (ascent). Choices the paper leaves open, named: u and
         v start at 0 (uniform weights); the directions are drawn from a generator seeded
-        with ``seed``; ``min_loss=1e-8`` guards an exactly zero loss.
+        with ``seed``; ``min_loss=1e-8`` guards an exactly zero loss. ``options`` replace
+        single settings (e.g. ``lr=0.01``) for experiments around the paper's configuration.
         """
-        return cls(
-            num_tasks,
-            beta=1.0,
-            radius=1e-3,
-            lr=1e-4,
-            parametrization=ScaledSoftmax(num_tasks, 1.0, min_loss_ratio=0.0),
-            criterion=WorstCaseDecrement(num_tasks, 1.0, min_loss_ratio=0.0),
-            estimator=SinglePoint(1e-3),
-            seed=seed,
-        )
+        return cls(num_tasks, seed=seed, **_paper_options(num_tasks, dict(options)))
 
     def _upper_groups(self) -> list[dict[str, Any]]:
         def trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
@@ -153,71 +184,171 @@ class UpperLevel(Balancer):
 
 
 class Marigold(UpperLevel, LossBalancer):
-    r"""MARIGOLD (Chen et al. 2026, "Feed m Birds with One Scone", Algorithm 1), the library's default.
+    r"""MARIGOLD (Chen et al. 2026, "Feed m Birds with One Scone"), the library's default balancer.
 
     The task weights solve the bi-level problem
 
-    .. math:: \min_{\lambda}\ R\big(f(\theta^k),\, f(A(\lambda, \theta^k))\big),
+    .. math:: \min_{\lambda}\ R\big(f(\theta^k),\, f(A(\lambda, \theta^k)),\, \lambda\big),
               \qquad \theta^{k+1} = A(\lambda, \theta^k),
 
-    where ``A`` is one step of the user's own optimizer on :math:`\sum_i \lambda_i f_i`
-    and ``R`` is the ``criterion`` (default: the worst-case decrement
-    :math:`\max_{\rho\in\Delta}\sum_i\rho_i(f_i(A)-f_i(\theta))`, a min-max with a learned
-    adversary ρ). :math:`\nabla_\lambda R` comes from the paper's single-point estimator
-    :math:`\frac{m}{r} R(\lambda+ru)\,u`, the weights from the ``parametrization``
-    (default :math:`\lambda=\mathrm{softmax}(\beta u/f)`), and the upper variables (u, and
-    ρ's logits by ascent) from Adam with ``lr`` (see :class:`UpperLevel`).
+    where ``A`` is one step of the user's own optimizer and ``R`` the ``criterion``. The real
+    step *is* the look-ahead: the model steps with this step's weights (:meth:`weights`), the
+    criterion is measured after it, and the upper update (:meth:`update`) applies from the
+    next step. Works with any optimizer and in a loop you own.
 
-    The real step *is* the look-ahead: the model is updated with the perturbed weights
-    :math:`\lambda+ru` (what :meth:`weights` returns), the losses are measured again on
-    the same batch after the step, and the upper update (:meth:`update`) applies from the
-    next step. Works with any optimizer and in a loop you own: 2 forwards + 1 backward per
-    step. :class:`MarigoldFaithful` is Algorithm 2 (a virtual look-ahead before the step).
+    **Default** (``Marigold(m)``): weights :math:`\lambda=\mathrm{softmax}(\xi)` on the
+    *log*-losses (``objective="log-losses"``: the update's direction is free of every
+    task's loss scale), the criterion :class:`~bilevel_mtl.criteria.LogDecrement`
+    :math:`R = \tfrac12\sum_i\lambda_i\delta_i` of the per-task log-decrements δ, whose
+    gradient is δ itself to first order (:class:`~bilevel_mtl.estimators.FirstOrder`: all
+    ``m`` measured decrements, no perturbation), Adam on ξ (``lr`` 0.4, ``weight_decay``
+    1e-3). ``measurement="next-batch"`` reads the losses after the step from the *next*
+    step's forward pass (on its batch), so a step costs one forward and one backward, as a
+    plain loop; the next batch's decrement is noisier than the same batch's, which the larger
+    upper ``lr`` (chosen on the Scales suite's seeds 0–1; FAMO's is 0.025) compensates. With
+    ``measurement="same-batch", lr=0.025`` this configuration is FAMO (Liu et al. 2023) step
+    for step. See ``docs/marigold.md`` for the ablation that chose it.
 
-    ``estimator``: a :class:`~bilevel_mtl.estimators.SinglePoint` with one direction (one
-    evaluation per step); ``radius`` sets its ``r``.
+    **The paper** (:meth:`paper`): the perturbed weights :math:`\lambda+ru` of the
+    single-point estimator :math:`\frac{m}{r}R(\lambda+ru)\,u`, the worst-case
+    decrement with a learned adversary, :math:`\lambda=\mathrm{softmax}(\beta u/f)`,
+    measured on the same batch (one extra forward). :class:`MarigoldFaithful` is Algorithm 2.
+
+    ``measurement``: ``"same-batch"`` evaluates the losses again on the step's batch after the
+    step (one extra forward: :class:`~bilevel_mtl.BalancedOptimizer` does it; in your loop pass
+    ``losses_after`` to :meth:`update`); ``"next-batch"`` uses the next step's losses
+    (``update(losses)`` alone; the first step only records). ``estimator``:
+    :class:`~bilevel_mtl.estimators.FirstOrder` or a
+    :class:`~bilevel_mtl.estimators.SinglePoint` with one direction; other options as
+    :class:`UpperLevel`.
     """
 
     name = "marigold"
     reference = "Chen et al. 2026, 'Feed m Birds with One Scone'"
-    summary = "bi-level weights by zeroth-order hypergradients through the real (perturbed) step"
-    needs = frozenset({"losses_after"})
+    summary = "bi-level weights from the per-task log-decrements measured after the real step"
+    cost: ClassVar[Cost] = "loss-only O(1)"
+    awaiting: Tensor
+    previous_losses: Tensor
+    previous_point: Tensor
+    previous_direction: Tensor
 
-    def __init__(self, num_tasks: int, **options: Any) -> None:
+    def __init__(self, num_tasks: int, *, measurement: str = "next-batch", **options: Any) -> None:
         if "mode" in options:
             raise TypeError(
                 "Marigold has no mode argument since 0.2: Marigold(m) is the former mode='perturbed', "
                 "MarigoldFaithful(m) the former mode='faithful' (the paper's Algorithm 2)"
             )
-        super().__init__(num_tasks, **options)
-        if not (isinstance(self.estimator, SinglePoint) and self.estimator.num_directions == 1):
+        self.measurement = check_choice("measurement", measurement, MEASUREMENTS)
+        for option, part in (("radius", "estimator"), ("beta", "parametrization")):
+            if option in options and part not in options:
+                raise TypeError(
+                    f"Marigold's default {part} has no {option}: {option} sets the paper's "
+                    f"({'SinglePoint(r)' if option == 'radius' else 'ScaledSoftmax(m, beta)'}); pass "
+                    f"{part}= explicitly, or start from Marigold.paper(m)"
+                )
+        defaults: dict[str, Any] = {
+            "parametrization": Softmax(num_tasks),
+            "criterion": LogDecrement(num_tasks),
+            "estimator": FirstOrder(),
+            "objective": "log-losses",
+            "lr": 0.4,
+            "weight_decay": 1e-3,
+        }
+        super().__init__(num_tasks, **{**defaults, **options})
+        single = isinstance(self.estimator, SinglePoint) and self.estimator.num_directions == 1
+        if not (single or isinstance(self.estimator, FirstOrder)):
             raise ValueError(
-                "Marigold evaluates one perturbed step per iteration: it needs a SinglePoint "
-                "estimator with num_directions=1; use MarigoldFaithful for other estimators"
+                "Marigold evaluates the real step once per iteration: it needs the FirstOrder "
+                "estimator or a SinglePoint with num_directions=1; use MarigoldFaithful for others"
             )
+        # next-batch: the step awaiting its measurement (none before the first step)
+        self.register_buffer("awaiting", torch.tensor(False))
+        for name in ("previous_losses", "previous_point", "previous_direction"):
+            self.register_buffer(name, torch.zeros(num_tasks))
+
+    @classmethod
+    def paper(cls, num_tasks: int, *, seed: int = 0, **options: Any) -> Self:
+        r"""The paper's Appendix C exactly (Algorithm 1): :math:`\lambda=\mathrm{softmax}(\beta u/f)` and
+        :math:`\rho=\mathrm{softmax}(\beta v/f)` dividing by the raw losses (no floor:
+        ``min_loss_ratio=0``), β = 1, the absolute worst-case decrement with a learned
+        adversary, the single-point estimator with r = 1e-3 on the unit sphere, Adam with
+        lr 1e-4 on u (descent) and v (ascent), the step on :math:`\sum_i\lambda_i f_i`
+        measured again on the same batch. Choices the paper leaves open, named: u and v
+        start at 0 (uniform weights); the directions are drawn from a generator seeded with
+        ``seed``; ``min_loss=1e-8`` guards an exactly zero loss. ``options`` replace single
+        settings (e.g. ``lr=0.01``) for experiments around the paper's configuration.
+        """
+        options = {"measurement": "same-batch", **options}
+        return cls(num_tasks, seed=seed, **_paper_options(num_tasks, options))
+
+    def _without_losses_after_hint(self) -> str:
+        return (
+            " (measurement='next-batch' measures step k on step k+1's losses; "
+            "Marigold(m, measurement='same-batch') uses losses_after)"
+        )
 
     @property
-    def _single_point(self) -> SinglePoint:
-        assert isinstance(self.estimator, SinglePoint)
-        return self.estimator
+    def step_needs(self) -> frozenset[Need]:
+        return frozenset({"losses_after"}) if self.measurement == "same-batch" else frozenset()
+
+    def _point(self, losses: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """This step's upper-level weights (``λ``, or ``λ + ru`` with the direction ``u``)."""
+        lam: Tensor = self.parametrization(losses).detach()
+        if not isinstance(self.estimator, SinglePoint):
+            return lam, None
+        direction = self.estimator.sample(lam, generator)
+        return self.estimator.points(lam, direction)[0], direction
 
     def _weights(self, losses: Tensor) -> Tensor:
-        """The weights :math:`\\lambda + ru` of this step (``u`` from the generator, not advanced)."""
-        lam: Tensor = self.parametrization(losses).detach()
-        direction = self._single_point.sample(lam, forked(self.generator))
-        return self._single_point.points(lam, direction)[0]
+        """The loss weights of this step (the generator is not advanced)."""
+        point, _ = self._point(losses, forked(self.generator))
+        return self.loss_weights(point, losses)
 
-    def _update(self, losses: Tensor, losses_after: Tensor | None) -> UpperReport:
-        """The upper update from the losses after the perturbed step."""
-        assert losses_after is not None
-        lam: Tensor = self.parametrization(losses).detach()
-        direction = self._single_point.sample(lam, self.generator)  # this step's u; advances
+    def _update(self, losses: Tensor, losses_after: Tensor | None) -> UpperReport | None:
+        """The upper update from a measured step: this one (same batch) or the previous one."""
+        point, direction = self._point(losses, self.generator)  # this step's; advances the generator
+        if self.measurement == "same-batch":
+            assert losses_after is not None
+            return self._learn(losses, losses_after.to(losses), point, direction)
+        previous = self.previous_losses.clone(), self.previous_point.clone(), self.previous_direction.clone()
+        awaiting = bool(self.awaiting)
+        self.previous_losses.copy_(losses)
+        self.previous_point.copy_(point)
+        self.previous_direction.copy_(point if direction is None else direction)
+        self.awaiting.fill_(True)
+        if not awaiting:  # the first step: nothing measured, no upper step
+            return UpperReport(hypergradient=torch.zeros_like(losses), criterion_value=losses.new_zeros(()))
+        return self._learn(previous[0], losses, previous[1], None if direction is None else previous[2])
+
+    def _learn(self, before: Tensor, after: Tensor, point: Tensor, direction: Tensor | None) -> UpperReport:
+        """One upper step from the losses ``before`` and ``after`` a step taken with ``point``."""
         with torch.enable_grad():  # the adversary's gradient, even under no_grad
-            value = self.criterion(losses, losses_after.to(losses))
-        hypergradient = self._single_point.combine(direction, value.detach()[None], lam)
-        grads, report = self._upper_gradients(losses, hypergradient, [value])
+            value = self.criterion.value(before, after, point)
+        if direction is None:
+            hypergradient = self.criterion.first_order_gradient(before, after, point)
+        else:
+            assert isinstance(self.estimator, SinglePoint)
+            lam = self.parametrization(before).detach()
+            hypergradient = self.estimator.combine(direction, value.detach()[None], lam)
+        grads, report = self._upper_gradients(before, hypergradient, [value])
         self._step(self.upper_optimizer, grads)
         return report
+
+
+def _paper_options(num_tasks: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Appendix C of the paper (see :meth:`Marigold.paper`), with ``options`` replacing single
+    settings; ``beta`` and ``radius`` reach the parametrization, criterion and estimator they set."""
+    beta = check_positive("beta", options.pop("beta", 1.0))
+    radius = check_positive("radius", options.pop("radius", 1e-3))
+    return {
+        "lr": 1e-4,
+        "objective": "losses",
+        "weight_decay": 0.0,
+        "parametrization": ScaledSoftmax(num_tasks, beta, min_loss_ratio=0.0),
+        "criterion": WorstCaseDecrement(num_tasks, beta, min_loss_ratio=0.0),
+        "estimator": SinglePoint(radius),
+        **options,
+    }
 
 
 class MarigoldFaithful(UpperLevel):
@@ -243,7 +374,9 @@ class MarigoldFaithful(UpperLevel):
 
     def decide(self, lower: LowerLevel) -> Decision:
         before = lower.losses
-        objective = UpperObjective.lookahead(self.criterion, lower)
+        objective = UpperObjective.lookahead(
+            self.criterion, lower, lambda weights: self.loss_weights(weights, before)
+        )
         lam = self.parametrization(before).detach()
         generator = forked(self.generator)
         estimate = self.estimator.estimate(objective, lam, generator)
@@ -253,7 +386,7 @@ class MarigoldFaithful(UpperLevel):
         )
         self._step(optimizer, grads)
         with torch.no_grad():
-            weights = parametrization(before).detach()
+            weights = self.loss_weights(parametrization(before).detach(), before)
         pending = {
             "parametrization": parametrization.state_dict(),
             "criterion": criterion.state_dict(),

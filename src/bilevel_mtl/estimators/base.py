@@ -48,16 +48,22 @@ class UpperObjective:
         self.num_tasks = self.losses_before.numel()
 
     @classmethod
-    def lookahead(cls, criterion: Criterion, lower: LowerLevel) -> UpperObjective:
+    def lookahead(
+        cls, criterion: Criterion, lower: LowerLevel, loss_weights: Callable[[Tensor], Tensor] | None = None
+    ) -> UpperObjective:
         """Φ(w) = R(f(θ), f(A(w, θ))) for one training step, A = the user's optimizer from its warm state.
 
         ``losses_after(w)`` is one backward on the step's graph (the weighted gradient),
         the look-ahead, and one forward on the same batch with the same dropout masks.
+        ``loss_weights`` maps the upper level's weights to the weights of the losses in the
+        step (default: the same; e.g. weights on the log-losses, see
+        :meth:`~bilevel_mtl.balancers.marigold.UpperLevel.loss_weights`).
         """
         lookahead = lower.lookahead()
 
         def losses_after(weights: Tensor) -> Tensor:
-            return lower.losses_at(lookahead.step(lower.gradients(weights)).params)
+            on_losses = weights if loss_weights is None else loss_weights(weights)
+            return lower.losses_at(lookahead.step(lower.gradients(on_losses)).params)
 
         return cls(criterion, lower.losses, losses_after, lower)
 
@@ -65,20 +71,25 @@ class UpperObjective:
         """Φ(weights), attached to the criterion's parameters only."""
         with torch.no_grad():
             after = self.losses_after(weights).detach()
-        return self.value(after)
+        return self.value(after, weights)
 
     def evaluate(self, points: Tensor) -> Tensor:
         """Φ at each row of ``points`` (shape ``[p, m]``), as a vector ``[p]``."""
         return torch.stack([self(w) for w in points])
 
-    def value(self, losses_after: Tensor) -> Tensor:
-        """The criterion at ``losses_after`` (treated as data), attached to the criterion's parameters."""
+    def value(self, losses_after: Tensor, weights: Tensor | None = None) -> Tensor:
+        """The criterion at ``losses_after`` (treated as data) after a step with ``weights`` (needed
+        by criteria that depend on them), attached to the criterion's parameters."""
         with torch.enable_grad():  # keep the adversary's graph
-            value: Tensor = self.criterion(self.losses_before, losses_after.detach())
+            if weights is None:
+                value: Tensor = self.criterion(self.losses_before, losses_after.detach())
+            else:
+                value = self.criterion.value(self.losses_before, losses_after.detach(), weights.detach())
         return value
 
     def require_lower(self, estimator: str) -> LowerLevel:
         """The step's lower level, or a clear error for estimators that differentiate through the step."""
+        check_weight_free(self.criterion, estimator)
         if self.lower is None:
             raise ValueError(
                 f"{estimator} differentiates through the lower-level step and needs it: use it "
@@ -86,6 +97,17 @@ class UpperObjective:
                 "or build UpperObjective.lookahead(criterion, lower)"
             )
         return self.lower
+
+
+def check_weight_free(criterion: Criterion, estimator: str) -> None:
+    """Refuse a criterion that depends on the step's weights for an estimator that differentiates
+    the criterion through the losses after the step only."""
+    if criterion.depends_on_weights:
+        raise ValueError(
+            f"{estimator} differentiates the criterion through the losses after the step, but "
+            f"{type(criterion).__name__} also depends on the step's weights: use the FirstOrder "
+            "estimator or a zeroth-order one (SinglePoint, TwoPoint, ForwardDifference)"
+        )
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,8 @@ class Estimator(ABC):
 
     name: ClassVar[str | None] = None
     """Registry name; ``None`` for abstract bases."""
+    through_step: ClassVar[bool] = False
+    """Whether it differentiates through the lower-level step (needs the lower level itself)."""
     reference: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     cost: ClassVar[Cost] = "O(d)"

@@ -29,6 +29,7 @@ class Exact(Estimator):
     """
 
     name = "exact"
+    through_step = True
     reference = "dense autograd through the look-ahead (reference)"
     summary = "m Jacobian rows through the one-step look-ahead: for tests and benchmarks"
     cost = "O(m·d)"

@@ -83,6 +83,7 @@ class Implicit(Estimator):
     """
 
     name = "implicit"
+    through_step = True
     reference = "implicit function theorem (Pedregosa 2016; Lorraine et al. 2020)"
     summary = "hypergradient of θ*(λ) by CG / normal-CG / Neumann Hessian-vector solves"
 

@@ -67,6 +67,7 @@ class Unrolled(Estimator):
     """
 
     name = "unrolled"
+    through_step = True
     reference = "reverse-mode differentiation through k optimizer steps (Maclaurin et al. 2015)"
     summary = "exact gradient of the k-step objective; double backward, memory grows with k"
 

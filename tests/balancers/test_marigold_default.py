@@ -1,0 +1,141 @@
+"""The default MARIGOLD configuration: FAMO as a MARIGOLD configuration, the next-batch
+measurement, and the scale invariance of weights on log-losses."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import bilevel_mtl as bm
+from bilevel_mtl.balancers import FAMO, Marigold
+
+M = 3
+SCALES = torch.tensor([1e3, 1.0, 1e-3], dtype=torch.float64)
+STEPS = 60
+
+
+def _batches(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(64, M, generator=g, dtype=torch.float64)
+    return [(x[(8 * k) % 64 :][:8], y[(8 * k) % 64 :][:8]) for k in range(STEPS)]
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, M))
+
+
+def _losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return SCALES * ((model(x) - y) ** 2).mean(0) + 0.01 * SCALES  # 1e3 .. 1e-3 apart, never 0
+
+
+@contextlib.contextmanager
+def _float64() -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _train(make: Callable[[], bm.Balancer], optimizer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights of every step and the final parameters, in float64."""
+    with _float64():
+        model, balancer = _model(), make()
+        opt = (
+            torch.optim.SGD(model.parameters(), lr=1e-4)
+            if optimizer == "sgd"
+            else torch.optim.Adam(model.parameters(), lr=0.01)
+        )
+        trainer = bm.BalancedOptimizer(model, opt, balancer)
+        weights = [trainer.step(lambda x=x, y=y: _losses(model, x, y)).weights for x, y in _batches()]
+        return torch.stack(weights), torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_same_batch_log_decrement_is_famo_step_for_step(optimizer: str) -> None:
+    """Marigold's default configuration measured on the same batch (log-decrement criterion,
+    first-order estimator, softmax logits, Adam(0.025, weight decay 1e-3), weights on the
+    log-losses) is FAMO (with its ε = 0): the same weights at every step, the same model."""
+    famo = _train(lambda: FAMO(M, eps=0.0, gamma=1e-3, lr=0.025), optimizer)
+    marigold = _train(lambda: Marigold(M, measurement="same-batch", lr=0.025), optimizer)
+    moved = (famo[0][-1] / famo[0][0]).log().abs().max()
+    assert float(moved) > 0.05  # the weights did move
+    torch.testing.assert_close(marigold[0], famo[0], rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(marigold[1], famo[1], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.filterwarnings("ignore:FAMO.weights\\(\\) was called")
+def test_next_batch_measurement_learns_from_the_next_steps_losses() -> None:
+    """The default reads the losses after step k from step k+1's forward pass: by hand, FAMO's
+    logit update from the pair (f_k on batch k, f_{k+1} on batch k+1), applied once step k+1's
+    weights are decided; the first step only records."""
+    with _float64():
+        reference, model = FAMO(M, eps=0.0, gamma=1e-3, lr=0.025), _model()
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        expected, previous = [], None
+        for x, y in _batches():
+            losses = _losses(model, x, y)
+            weights = reference.weights(losses)
+            expected.append(weights)
+            opt.zero_grad()
+            (weights @ losses).backward()
+            opt.step()
+            if previous is not None:
+                reference.update(previous, losses_after=losses.detach())
+            previous = losses.detach()
+
+    marigold = _train(lambda: Marigold(M, lr=0.025), "adam")
+    torch.testing.assert_close(marigold[0], torch.stack(expected), rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(marigold[1], torch.cat([p.detach().flatten() for p in model.parameters()]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    task=st.integers(0, M - 1),
+    exponent=st.floats(-3.0, 3.0),
+    seed=st.integers(0, 2**16),
+    measurement=st.sampled_from(["next-batch", "same-batch"]),
+)
+def test_a_tasks_loss_scale_changes_nothing_but_round_off(
+    task: int, exponent: float, seed: int, measurement: str
+) -> None:
+    """Multiplying one task's loss by 10^±3 at every step: the upper level's weights and the
+    direction of the weighted update Σ w_i ∇f_i are those of the unscaled run, step for step."""
+    g = torch.Generator().manual_seed(seed)
+    steps = 12
+    losses = (
+        torch.rand(steps + 1, M, generator=g, dtype=torch.float64)
+        * 10.0 ** torch.randint(-2, 3, (M,), generator=g)
+        + 1e-3
+    )
+    after = losses[:-1] * (0.9 + 0.2 * torch.rand(steps, M, generator=g, dtype=torch.float64))
+    grads = torch.randn(steps, M, 7, generator=g, dtype=torch.float64)  # ∇f_i of each step
+    scale = torch.ones(M, dtype=torch.float64)
+    scale[task] = 10.0**exponent
+    runs = []
+    for c in (torch.ones_like(scale), scale):
+        balancer = Marigold(M, measurement=measurement).double()
+        trail = []
+        for k in range(steps):
+            w = balancer.weights(c * losses[k])
+            direction = w @ (c[:, None] * grads[k])
+            upper = balancer.parametrization(c * losses[k]).detach()
+            trail.append((upper, direction / direction.norm()))
+            if measurement == "same-batch":
+                balancer.update(c * losses[k], c * after[k])
+            else:
+                balancer.update(c * losses[k])
+        runs.append(trail)
+    assert float((runs[0][-1][0] - runs[0][0][0]).abs().max()) > 1e-3  # the upper level did move
+    for (upper, unit), (upper_s, unit_s) in zip(*runs, strict=True):
+        torch.testing.assert_close(upper_s, upper, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(unit_s, unit, rtol=1e-9, atol=1e-12)
