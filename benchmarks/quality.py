@@ -55,6 +55,7 @@ DEFAULT_METHODS = (
     "stl",
     "ls",
     "marigold",
+    "marigold-paper",
     "marigold-faithful",
     "bilb4mtl",
     "famo",
