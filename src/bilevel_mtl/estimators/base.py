@@ -57,7 +57,7 @@ class UpperObjective:
         the look-ahead, and one forward on the same batch with the same dropout masks.
         ``loss_weights`` maps the upper level's weights to the weights of the losses in the
         step (default: the same; e.g. weights on the log-losses, see
-        :meth:`~bilevel_mtl.balancers.marigold.UpperLevel.loss_weights`).
+        :meth:`~bilevel_mtl.balancers.UpperLevel.loss_weights`).
         """
         lookahead = lower.lookahead()
 
