@@ -314,7 +314,8 @@ class Marigold(UpperLevel, LossBalancer):
         awaiting = bool(self.awaiting)
         self.previous_losses.copy_(losses)
         self.previous_point.copy_(point)
-        self.previous_direction.copy_(point if direction is None else direction)
+        if direction is not None:
+            self.previous_direction.copy_(direction)
         self.awaiting.fill_(True)
         if not awaiting:  # the first step: nothing measured, no upper step
             return UpperReport(hypergradient=torch.zeros_like(losses), criterion_value=losses.new_zeros(()))
