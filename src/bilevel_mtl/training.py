@@ -19,7 +19,8 @@ from ._checks import (
     check_finite_losses,
     nonfinite_flags,
 )
-from ._rollback import Rollback, UpdateCopy
+from ._rollback import Rollback
+from ._state_copy import StateCopy
 from .balancers.base import Balancer, Decision, UpperReport, check_state_identity
 from .context import Closure, StepContext
 from .distributed import DataParallel, ProcessGroup, all_reduce_mean
@@ -146,7 +147,7 @@ class BalancedOptimizer:
         self.parallel = DataParallel.of(model, process_group)
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
         self._buffers = list(model.buffers())  # what a failed step restores (BatchNorm statistics)
-        self._undo = UpdateCopy()  # reused buffers to undo an optimizer step
+        self._undo = StateCopy()  # reused buffers to undo an optimizer step
         names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
         # FSDP swaps its sharded parameters for unsharded ones around the forward pass: the
         # names are only needed by the look-ahead, which FSDP refuses anyway.

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 import bilevel_mtl as bm
-from bilevel_mtl.balancers import GradDrop
+from bilevel_mtl.balancers import GradDrop, Marigold
 from bilevel_mtl.registry import balancer_classes
 
 M = 3
@@ -69,11 +69,20 @@ class Case:
     cls: type[bm.Balancer]
     options: Mapping[str, Callable[[nn.Module], Any]] = field(default_factory=dict)
     """Extra options (by name, a value from the network) beyond the required arguments."""
+    make: Callable[..., bm.Balancer] | None = None
+    """What builds the balancer from ``(num_tasks, **options)`` (default: the class itself)."""
 
     @property
     def simplex(self) -> bool:
         """Whether the class declares its weights on the probability simplex."""
         return self.cls.simplex
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """What a step of this configuration needs (its balancer's ``step_needs``; building it
+        leaves the global random state alone)."""
+        with torch.random.fork_rng(devices=[]):
+            return frozenset(self.build(Net()).step_needs)
 
     @property
     def stateful(self) -> bool:
@@ -87,7 +96,7 @@ class Case:
         kwargs = {arg: ARGUMENTS[arg](net) for arg in required_arguments(self.cls)}
         kwargs.update(OPTIONS.get(self.name, {}))
         kwargs.update({arg: value(net) for arg, value in self.options.items()})
-        return self.cls(num_tasks, **kwargs)
+        return (self.make or self.cls)(num_tasks, **kwargs)
 
 
 VARIANTS: list[Case] = [
@@ -95,6 +104,9 @@ VARIANTS: list[Case] = [
         "graddrop_representation",
         GradDrop,
         {"shared": lambda net: net.trunk, "representation": lambda net: True},
+    ),
+    Case(  # the paper's preset: same-batch re-measure, a learned adversary, random directions
+        "marigold_paper", Marigold, {"lr": lambda net: 0.05}, make=Marigold.paper
     ),
 ]
 """Configurations beyond the classes' defaults, each named after its registry entry."""

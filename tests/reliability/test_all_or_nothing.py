@@ -101,7 +101,7 @@ def state(net: Net, optimizer: torch.optim.Optimizer, trainer: bm.BalancedOptimi
 
 def failure_points(case: Case) -> list[str]:
     points = ["closure", "decide", "commit", "optimizer", "interrupt"]
-    if {"lookahead", "losses_after"} & case.cls.needs:
+    if {"lookahead", "losses_after"} & case.needs:
         points.append("closure-again")
     return points
 
@@ -185,7 +185,7 @@ def test_a_failed_step_under_a_grad_scaler_changes_nothing(case: Case) -> None:
     net, optimizer, trainer = make(case, scaler=True)
     trainer.step(closure(net, 0, 1))
     before = state(net, optimizer, trainer)
-    point = "closure-again" if {"lookahead", "losses_after"} & case.cls.needs else "optimizer"
+    point = "closure-again" if {"lookahead", "losses_after"} & case.needs else "optimizer"
     failing = inject(point, net, trainer, 1, 1)
     with pytest.raises(Boom):
         trainer.step(failing)
@@ -241,7 +241,7 @@ def test_a_trainer_state_without_its_parts_is_refused_naming_them() -> None:
         trainer.load_state_dict([1, 2])  # type: ignore[arg-type]
 
 
-REEVALUATING = [c for c in CASES if "losses_after" in c.cls.needs]
+REEVALUATING = [c for c in CASES if "losses_after" in c.needs]
 
 
 @pytest.mark.parametrize("case", REEVALUATING, ids=lambda c: c.name)

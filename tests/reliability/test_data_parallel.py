@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(
     reason="torch built without the gloo backend",
 )
 
-FSDP_SUPPORTED = {case.name for case in CASES if not {"gradients", "lookahead"} & case.cls.needs}
+FSDP_SUPPORTED = {case.name for case in CASES if not {"gradients", "lookahead"} & case.needs}
 """Balancers whose declared ``needs`` hold no per-task gradient and no virtual look-ahead
 (they need only losses, those after the step included): FSDP works."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -169,6 +169,17 @@ class Balancer(nn.Module, ABC):
             raise ValueError(
                 f"cannot load this state into {_describe(self.identity())}: {error}; nothing was changed"
             ) from error
+
+    def capture_state(self) -> Callable[[], None]:
+        """Capture the state a training step may change; the returned function puts it back
+        (what :class:`~bilevel_mtl.BalancedOptimizer` does when a step fails). Default: a deep
+        copy of :meth:`state_dict`; a balancer whose state has a cheaper exact copy overrides it."""
+        state = copy.deepcopy(self.state_dict())
+
+        def restore() -> None:
+            self.load_state_dict(state)
+
+        return restore
 
     @property
     def step_needs(self) -> frozenset[Need]:

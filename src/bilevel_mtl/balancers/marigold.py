@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_nonnegative, check_positive
+from .._state_copy import StateCopy
 from ..criteria import Criterion, LogDecrement, WorstCaseDecrement
 from ..estimators import Estimator, FirstOrder, SinglePoint, UpperObjective, ZerothOrder
 from ..estimators.base import check_weight_free
@@ -265,6 +266,7 @@ class Marigold(UpperLevel, LossBalancer):
         self.register_buffer("awaiting", torch.tensor(False))
         for name in ("previous_losses", "previous_point", "previous_direction"):
             self.register_buffer(name, torch.zeros(num_tasks))
+        self._state_copy = StateCopy()
 
     @classmethod
     def paper(cls, num_tasks: int, *, seed: int = 0, **options: Any) -> Self:
@@ -280,6 +282,18 @@ class Marigold(UpperLevel, LossBalancer):
         """
         options = {"measurement": "same-batch", **options}
         return cls(num_tasks, seed=seed, **_paper_options(num_tasks, options))
+
+    def capture_state(self) -> Callable[[], None]:
+        """The upper variables, buffers and upper optimizer's state copied into buffers allocated
+        once (all are updated in place), and the generator's state: no deep copy per step."""
+        self._state_copy.capture([*self.parameters(), *self.buffers()], self.upper_optimizer)
+        generator = self.generator.get_state()
+
+        def restore() -> None:
+            self._state_copy.restore(self.upper_optimizer)
+            self.generator.set_state(generator)
+
+        return restore
 
     def _without_losses_after_hint(self) -> str:
         return (
