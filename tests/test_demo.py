@@ -17,6 +17,7 @@ def test_demo_prints_every_method_and_row(capsys: pytest.CaptureFixture[str]) ->
         "MARIGOLD paper",
         "task 2 test MSE",
         "final weights",
+        "time per step / plain loop",
         "time per step / LS",
     ]:
         assert text in out

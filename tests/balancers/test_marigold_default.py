@@ -66,7 +66,7 @@ def test_same_batch_log_decrement_is_famo_step_for_step(optimizer: str) -> None:
     first-order estimator, softmax logits, Adam(0.025, weight decay 1e-3), weights on the
     log-losses) is FAMO (with its ε = 0): the same weights at every step, the same model."""
     famo = _train(lambda: FAMO(M, eps=0.0, gamma=1e-3, lr=0.025), optimizer)
-    marigold = _train(lambda: Marigold(M, measurement="same-batch", lr=0.025), optimizer)
+    marigold = _train(lambda: Marigold(M, measurement="same-batch", lr=0.025, weight_decay=1e-3), optimizer)
     moved = (famo[0][-1] / famo[0][0]).log().abs().max()
     assert float(moved) > 0.05  # the weights did move
     torch.testing.assert_close(marigold[0], famo[0], rtol=1e-10, atol=1e-13)
@@ -93,7 +93,7 @@ def test_next_batch_measurement_learns_from_the_next_steps_losses() -> None:
                 reference.update(previous, losses_after=losses.detach())
             previous = losses.detach()
 
-    marigold = _train(lambda: Marigold(M, lr=0.025), "adam")
+    marigold = _train(lambda: Marigold(M, lr=0.025, weight_decay=1e-3), "adam")
     torch.testing.assert_close(marigold[0], torch.stack(expected), rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(marigold[1], torch.cat([p.detach().flatten() for p in model.parameters()]))
 

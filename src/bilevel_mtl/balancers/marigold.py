@@ -202,13 +202,14 @@ class Marigold(UpperLevel, LossBalancer):
     task's loss scale), the criterion :class:`~bilevel_mtl.criteria.LogDecrement`
     :math:`R = \tfrac12\sum_i\lambda_i\delta_i` of the per-task log-decrements δ, whose
     gradient is δ itself to first order (:class:`~bilevel_mtl.estimators.FirstOrder`: all
-    ``m`` measured decrements, no perturbation), Adam on ξ (``lr`` 0.4, ``weight_decay``
-    1e-3). ``measurement="next-batch"`` reads the losses after the step from the *next*
+    ``m`` measured decrements, no perturbation), Adam on ξ (``lr`` 0.1, ``weight_decay``
+    1e-4). ``measurement="next-batch"`` reads the losses after the step from the *next*
     step's forward pass (on its batch), so a step costs one forward and one backward, as a
     plain loop; the next batch's decrement is noisier than the same batch's, which the larger
-    upper ``lr`` (chosen on the Scales suite's seeds 0–1; FAMO's is 0.025) compensates. With
-    ``measurement="same-batch", lr=0.025`` this configuration is FAMO (Liu et al. 2023) step
-    for step. See ``docs/marigold.md`` for the ablation that chose it.
+    upper ``lr`` and the weaker pull of ξ towards 0 (both chosen on the Scales suite's seeds
+    0–1; FAMO's are 0.025 and 1e-3) compensate. With ``measurement="same-batch", lr=0.025,
+    weight_decay=1e-3`` this configuration is FAMO (Liu et al. 2023) step for step. See
+    ``docs/marigold.md`` for the ablation that chose it.
 
     **The paper** (:meth:`paper`): the perturbed weights :math:`\lambda+ru` of the
     single-point estimator :math:`\frac{m}{r}R(\lambda+ru)\,u`, the worst-case
@@ -252,8 +253,8 @@ class Marigold(UpperLevel, LossBalancer):
             "criterion": LogDecrement(num_tasks),
             "estimator": FirstOrder(),
             "objective": "log-losses",
-            "lr": 0.4,
-            "weight_decay": 1e-3,
+            "lr": 0.1,
+            "weight_decay": 1e-4,
         }
         super().__init__(num_tasks, **{**defaults, **options})
         single = isinstance(self.estimator, SinglePoint) and self.estimator.num_directions == 1
