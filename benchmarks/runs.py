@@ -260,18 +260,15 @@ def train_run(
         )
         trainer = BalancedOptimizer(model, optimizer, balancer)
         result = RunResult(metrics={})
-        total = epochs * -(-len(data.train) // recipe.batch_size)  # type: ignore[arg-type]
+        per_step = balancer.num_batches  # MoDo, SDMGrad: independent batches per step, as in their papers
+        batches_per_epoch = -(-len(data.train) // recipe.batch_size)  # type: ignore[arg-type]
+        total = epochs * (batches_per_epoch if per_step == 1 else batches_per_epoch // per_step)
         bar = tqdm(total=total, desc=description, disable=not progress, leave=False, mininterval=1.0)
         model.train()
         for epoch in range(epochs):
             start, cpu = time.perf_counter(), time.process_time()
             batches = iterate_batches(data.train, recipe.batch_size, shuffle=True, seed=seed * 1000 + epoch)
-            for batch in batches:
-                inputs, targets = to_device(batch, device)
-
-                def closure(inputs: Any = inputs, targets: Any = targets) -> torch.Tensor:
-                    return suite.task_losses(model(inputs), targets)
-
+            for closure in _closures(suite, model, batches, per_step, device):
                 record = trainer.step(closure)
                 if result.steps % weight_every == 0:
                     result.weights.append({"step": result.steps, "weights": record.weights.tolist()})
@@ -294,6 +291,22 @@ def train_run(
     last = result.epochs[-average_last:]
     result.metrics = {name: sum(e["metrics"][name] for e in last) / len(last) for name in last[0]["metrics"]}
     return result
+
+
+def _closures(
+    suite: Suite[Any], model: nn.Module, batches: Iterator[Any], per_step: int, device: torch.device | str
+) -> Iterator[Callable[[], torch.Tensor]]:
+    """One closure per step: the task losses ``[m]`` of one batch, or ``[b, m]`` of ``b =
+    per_step`` consecutive batches (an epoch's incomplete last group is dropped)."""
+    if per_step == 1:
+        for batch in batches:
+            inputs, targets = to_device(batch, device)
+            yield lambda inputs=inputs, targets=targets: suite.task_losses(model(inputs), targets)
+        return
+    groups = zip(*[iter(batches)] * per_step, strict=False)
+    for group in groups:
+        moved = [to_device(batch, device) for batch in group]
+        yield lambda moved=moved: torch.stack([suite.task_losses(model(x), y) for x, y in moved])
 
 
 def _single_task(num_tasks: int, task: int, model: nn.Module) -> Balancer:

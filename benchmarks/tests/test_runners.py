@@ -344,3 +344,31 @@ def test_global_random_draws_are_paired(monkeypatch: pytest.MonkeyPatch) -> None
         train_run(suite, data, make, seed=0, epochs=2, progress=False)
         assert torch.equal(torch.random.get_rng_state(), state)  # restored after the run
     assert draws[0] == draws[1] == draws[2] and len(set(draws[0])) == len(draws[0]) > 2
+
+
+@pytest.mark.parametrize("method", ["modo", "sdmgrad"])
+def test_a_method_needing_several_batches_gets_consecutive_independent_ones(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MoDo and SDMGrad decide from b independent batches per step (their papers): the closure
+    # returns the [b, m] losses of b consecutive batches of the epoch, every sample at most once
+    suite = make_suite("scales", "tiny")
+    data = suite.datasets(seed=0, progress=False)
+    seen: list[torch.Tensor] = []
+    task_losses = suite.task_losses
+
+    def recording(outputs: Any, targets: Any) -> torch.Tensor:
+        seen.append(next(iter(targets.values())).clone())
+        return task_losses(outputs, targets)
+
+    monkeypatch.setattr(suite, "task_losses", recording)
+    make = functools.partial(build_method, method, suite.num_tasks, seed=0)
+    per_step = make(suite.model(0)).num_batches
+    result = train_run(suite, data, make, seed=0, epochs=2, progress=False)
+    batch_size = suite.training.batch_size
+    batches = -(-len(data.train) // batch_size)
+    assert per_step == 3 and batches == 4
+    assert result.steps == 2 * (batches // per_step)  # the incomplete last group is dropped
+    first = seen[:per_step]  # the first step's closure: three full, different batches
+    assert all(len(t) == batch_size for t in first)
+    assert not any(torch.equal(first[i], first[j]) for i in range(3) for j in range(i + 1, 3))
