@@ -298,15 +298,16 @@ def _closures(
 ) -> Iterator[Callable[[], torch.Tensor]]:
     """One closure per step: the task losses ``[m]`` of one batch, or ``[b, m]`` of ``b =
     per_step`` consecutive batches (an epoch's incomplete last group is dropped)."""
-    if per_step == 1:
-        for batch in batches:
-            inputs, targets = to_device(batch, device)
-            yield lambda inputs=inputs, targets=targets: suite.task_losses(model(inputs), targets)
-        return
-    groups = zip(*[iter(batches)] * per_step, strict=False)
+
+    def losses(moved: list[Any]) -> torch.Tensor:
+        if per_step == 1:
+            ((inputs, targets),) = moved
+            return suite.task_losses(model(inputs), targets)
+        return torch.stack([suite.task_losses(model(x), y) for x, y in moved])
+
+    groups = zip(*[iter(batches)] * per_step, strict=False)  # per_step = 1: each batch alone
     for group in groups:
-        moved = [to_device(batch, device) for batch in group]
-        yield lambda moved=moved: torch.stack([suite.task_losses(model(x), y) for x, y in moved])
+        yield functools.partial(losses, [to_device(batch, device) for batch in group])
 
 
 def _single_task(num_tasks: int, task: int, model: nn.Module) -> Balancer:

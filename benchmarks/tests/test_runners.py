@@ -285,7 +285,8 @@ class _Recorder:
         step = trainer.step
 
         def recorded(closure: Any) -> Any:
-            run["inputs"].append(closure.__defaults__[0].clone())
+            ((inputs, _),) = closure.args[0]  # train_run's closure: partial(losses, [(inputs, targets)])
+            run["inputs"].append(inputs.clone())
             run["random"].append(torch.random.get_rng_state())
             return step(closure)
 
