@@ -22,6 +22,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 TABLES = ROOT / "docs" / "benchmarks" / "_tables"
+TEST_RECORDS = {"rerun"}
+"""Results folders that are test fixtures, not benchmark results (no table, no figures):
+``rerun`` is the short run ``benchmarks/tests/test_committed_rerun.py`` makes again."""
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the harness, `benchmarks/`, is not installed
 
@@ -307,6 +310,8 @@ def main() -> None:
     TABLES.mkdir(parents=True, exist_ok=True)
     payloads: dict[str, dict[str, Any]] = {}
     for folder in sorted(RESULTS.iterdir()) if RESULTS.exists() else []:
+        if folder.name in TEST_RECORDS:
+            continue
         for stem, writer in (("quality", quality_table), ("aux", aux_table), ("cost", cost_table)):
             path = folder / f"{stem}.json"
             if path.exists():
