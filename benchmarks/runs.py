@@ -46,14 +46,17 @@ from .suites import Suite
 EXTRA_METHODS = (
     "marigold-paper",
     "marigold-same-batch",
+    "marigold-next-batch",
     "marigold-faithful",
     "marigold-relative",
     "marigold-relative-softmax",
 )
 """Method names beyond the registry's: ``marigold`` is the default; ``marigold-paper`` the
 paper's Appendix C (:meth:`~bilevel_mtl.Marigold.paper`); ``marigold-same-batch`` the default
-measured again on the step's batch with FAMO's upper lr 0.025 and weight decay 1e-3 (FAMO,
-step for step);
+measured again on the step's batch after *every* step with FAMO's upper lr 0.025 and weight
+decay 1e-3 (FAMO, step for step); ``marigold-next-batch`` the default measured on the next
+step's losses instead (no extra forward at all) with the upper lr 0.1 and weight decay 1e-4
+chosen for it;
 ``marigold-relative`` the paper's configuration with the worst-case *relative* change
 :math:`\\max_i f_i(A)/f_i(\\theta) - 1` (scale-free across tasks) as its criterion;
 ``marigold-relative-softmax`` also replaces the loss-scaled softmax
@@ -113,8 +116,11 @@ def build_method(spec: str, num_tasks: int, model: nn.Module, seed: int = 0, **k
     if name == "marigold-faithful":
         return build_balancer("marigold_faithful", num_tasks, seed=seed, **kwargs)
     if name == "marigold-same-batch":
-        famo = {"measurement": "same-batch", "lr": 0.025, "weight_decay": 1e-3}
+        famo = {"measurement": "same-batch", "measure_every": 1, "lr": 0.025, "weight_decay": 1e-3}
         return Marigold(num_tasks, seed=seed, **{**famo, **kwargs})
+    if name == "marigold-next-batch":
+        next_batch = {"measurement": "next-batch", "lr": 0.1, "weight_decay": 1e-4}
+        return Marigold(num_tasks, seed=seed, **{**next_batch, **kwargs})
     if name in ("marigold-relative", "marigold-relative-softmax"):
         kwargs.setdefault("criterion", FunctionCriterion(worst_relative_change))
         if name == "marigold-relative-softmax":

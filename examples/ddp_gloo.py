@@ -10,7 +10,8 @@ and mean losses this is the same training as one process on the whole batch
 (``--world-size 1``), up to rounding.
 
 It uses the low-level path with ``Marigold()`` (``weights`` → ``backward`` → ``step`` →
-``update``: the default learns from the next step's losses, so no extra forward); see the DDP tutorial
+``update``, with the losses on the same batch after the step on the steps the default
+re-measures, every 16th); see the DDP tutorial
 in the documentation for what is and is not verified.
 """
 
@@ -72,7 +73,11 @@ def train(rank: int, world_size: int, steps: int, dtype: torch.dtype) -> dict[st
         optimizer.zero_grad()
         (weights @ losses).backward()  # DDP averages the gradients over the processes
         optimizer.step()
-        balancer.update(before)  # the upper-level step (for the previous step), the same on every process
+        after = None
+        if balancer.needs_losses_after:  # the default re-measures its batch on every 16th step
+            with torch.no_grad():
+                after = global_mean(task_losses(model, x[shard], y[shard]))
+        balancer.update(before, after)  # the upper-level step, the same on every process
     state = {f"param.{name}": p.detach().clone() for name, p in net.named_parameters()}
     state.update({f"balancer.{k}": v for k, v in balancer.state_dict().items() if isinstance(v, Tensor)})
     return state

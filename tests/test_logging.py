@@ -38,8 +38,13 @@ def test_csv_rows_hold_the_records_values_exactly(tmp_path: Path) -> None:
     header, rows = _read(path)
     assert header == ["step", *records[0].as_dict()]
     assert [row["step"] for row in rows] == ["0", "1", "2"]
+    assert records[0].hypergradient is not None and records[1].hypergradient is None  # measured, not
     for row, record in zip(rows, records, strict=True):
-        assert {key: float(value) for key, value in row.items() if key != "step"} == record.as_dict()
+        values = {key: value for key, value in row.items() if key != "step"}
+        assert {key: float(value) for key, value in values.items() if value != ""} == record.as_dict()
+        assert {key for key, value in values.items() if value == ""} == set(header[1:]) - set(
+            record.as_dict()
+        )
 
 
 def test_the_criterion_value_is_a_0_dim_tensor_and_logs_as_a_float(tmp_path: Path) -> None:

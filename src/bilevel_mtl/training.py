@@ -157,8 +157,6 @@ class BalancedOptimizer:
                 f"the optimizer holds {len(missing)} parameter(s) that are not in the model; "
                 "pass the model whose parameters the optimizer trains"
             )
-        # Re-evaluating balancers replay the step's random state; others need no snapshot.
-        self._reevaluates = bool({"lookahead", "losses_after"} & balancer.step_needs)
         # Balancers that read gradients decide with host reads anyway: bad losses are refused first.
         self._reads_device = bool({"gradients", "lookahead"} & balancer.step_needs)
         self._same_batch_checked = False
@@ -229,6 +227,10 @@ class BalancedOptimizer:
         if self._reads_device and not bool(losses_finite):  # deciding reads the device anyway
             return self._stop(self._loss_error(values), start, values)
         scale = Scale(self.scaler, graph)
+        # A step that evaluates the closure again replays the step's random state (this step's
+        # needs: a balancer may re-measure only on some steps, e.g. Marigold(measure_every=k)).
+        needs = self.balancer.step_needs  # read once: committing may change the next step's
+        reevaluates, wants_after = bool({"lookahead", "losses_after"} & needs), "losses_after" in needs
         lower = StepContext(
             self.model,
             self._params,
@@ -237,11 +239,11 @@ class BalancedOptimizer:
             closure,
             graph,
             values,
-            rng_before=rollback.rng if self._reevaluates else None,
+            rng_before=rollback.rng if reevaluates else None,
             parallel=self.parallel,
             scale=scale,
         )
-        if self._reevaluates and not self._same_batch_checked and bool(losses_finite):
+        if reevaluates and not self._same_batch_checked and bool(losses_finite):
             self._check_same_batch(lower, values)
         try:
             decision = self.balancer.decide(lower)
@@ -261,7 +263,7 @@ class BalancedOptimizer:
 
         def before_update() -> None:
             """Right before the optimizer steps: commit now, or be ready to undo the update."""
-            if self.balancer.needs_losses_after:
+            if wants_after:
                 if self.atomic:
                     rollback.capture_update()
             else:
@@ -272,7 +274,7 @@ class BalancedOptimizer:
             decided = decision.weights if bool(losses_finite) else None  # no decision from bad losses
             return self._skipped(start, values, decided, skipped)
         losses_after = None
-        if self.balancer.needs_losses_after:
+        if wants_after:
             try:
                 with torch.no_grad():
                     losses_after = lower.losses_at()

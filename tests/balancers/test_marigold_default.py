@@ -1,5 +1,6 @@
-"""The default MARIGOLD configuration: FAMO as a MARIGOLD configuration, the next-batch
-measurement, and the scale invariance of weights on log-losses."""
+"""The default MARIGOLD configuration: FAMO as a MARIGOLD configuration, the sparse same-batch
+measurement (every k-th step), the next-batch measurement, and the scale invariance of weights
+on log-losses."""
 
 from __future__ import annotations
 
@@ -66,11 +67,80 @@ def test_same_batch_log_decrement_is_famo_step_for_step(optimizer: str) -> None:
     first-order estimator, softmax logits, Adam(0.025, weight decay 1e-3), weights on the
     log-losses) is FAMO (with its ε = 0): the same weights at every step, the same model."""
     famo = _train(lambda: FAMO(M, eps=0.0, gamma=1e-3, lr=0.025), optimizer)
-    marigold = _train(lambda: Marigold(M, measurement="same-batch", lr=0.025, weight_decay=1e-3), optimizer)
+    marigold = _train(
+        lambda: Marigold(M, measurement="same-batch", measure_every=1, lr=0.025, weight_decay=1e-3), optimizer
+    )
     moved = (famo[0][-1] / famo[0][0]).log().abs().max()
     assert float(moved) > 0.05  # the weights did move
     torch.testing.assert_close(marigold[0], famo[0], rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(marigold[1], famo[1], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.filterwarnings("ignore:FAMO.weights\\(\\) was called")
+@pytest.mark.parametrize("every", [3, 16])
+def test_measuring_every_kth_step_is_famo_updated_on_those_steps_only(every: int) -> None:
+    """The default re-measures the step's batch on steps 0, k, 2k, ...: by hand, FAMO's logit
+    update from (f before, f after) of those steps only, the other steps leaving its state
+    alone; BalancedOptimizer evaluates the closure again on exactly those steps."""
+    with _float64():
+        reference, model = FAMO(M, eps=0.0, gamma=1e-3, lr=0.2), _model()
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        expected = []
+        for k, (x, y) in enumerate(_batches()):
+            losses = _losses(model, x, y)
+            weights = reference.weights(losses)
+            expected.append(weights)
+            opt.zero_grad()
+            (weights @ losses).backward()
+            opt.step()
+            if k % every == 0:
+                with torch.no_grad():
+                    reference.update(losses.detach(), losses_after=_losses(model, x, y))
+    with _float64():
+        model, balancer = _model(), Marigold(M, measure_every=every)
+        trainer = bm.BalancedOptimizer(model, torch.optim.Adam(model.parameters(), lr=0.01), balancer)
+        calls, weights = [], []
+        for x, y in _batches():
+            count = [0]
+
+            def closure(x: torch.Tensor = x, y: torch.Tensor = y, count: list[int] = count) -> torch.Tensor:
+                count[0] += 1
+                return _losses(model, x, y)
+
+            weights.append(trainer.step(closure).weights)
+            calls.append(count[0])
+    assert balancer.measure_every == every
+    torch.testing.assert_close(torch.stack(weights), torch.stack(expected), rtol=1e-10, atol=1e-13)
+    # the first step also checks once that the closure is deterministic (one more call)
+    assert calls == [3] + [2 if k % every == 0 else 1 for k in range(1, STEPS)]
+
+
+def test_in_a_loop_you_own_losses_after_is_wanted_on_the_measured_steps_only() -> None:
+    balancer = Marigold(M, measure_every=2)
+    losses, after = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.9, 1.9, 2.9])
+    assert balancer.needs_losses_after  # step 0 is measured
+    with pytest.raises(ValueError, match="needs losses_after"):
+        balancer.update(losses)
+    assert balancer.update(losses, after) is not None
+    assert not balancer.needs_losses_after  # step 1 is not
+    with pytest.raises(ValueError, match="takes no losses_after"):
+        balancer.update(losses, after)
+    assert balancer.update(losses) is None  # no upper step between measurements
+    assert balancer.needs_losses_after
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"measure_every": 0}, "measure_every must be an integer >= 1"),
+        ({"measure_every": 2.0}, "measure_every must be an integer >= 1"),
+        ({"measure_every": True}, "measure_every must be an integer >= 1"),
+        ({"measurement": "next-batch", "measure_every": 4}, "applies to measurement='same-batch'"),
+    ],
+)
+def test_bad_measure_every_is_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Marigold(M, **options)  # type: ignore[arg-type]
 
 
 @pytest.mark.filterwarnings("ignore:FAMO.weights\\(\\) was called")
@@ -93,7 +163,7 @@ def test_next_batch_measurement_learns_from_the_next_steps_losses() -> None:
                 reference.update(previous, losses_after=losses.detach())
             previous = losses.detach()
 
-    marigold = _train(lambda: Marigold(M, lr=0.025, weight_decay=1e-3), "adam")
+    marigold = _train(lambda: Marigold(M, measurement="next-batch", lr=0.025, weight_decay=1e-3), "adam")
     torch.testing.assert_close(marigold[0], torch.stack(expected), rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(marigold[1], torch.cat([p.detach().flatten() for p in model.parameters()]))
 
@@ -104,9 +174,10 @@ def test_next_batch_measurement_learns_from_the_next_steps_losses() -> None:
     exponent=st.floats(-3.0, 3.0),
     seed=st.integers(0, 2**16),
     measurement=st.sampled_from(["next-batch", "same-batch"]),
+    every=st.sampled_from([1, 3, 16]),
 )
 def test_a_tasks_loss_scale_changes_nothing_but_round_off(
-    task: int, exponent: float, seed: int, measurement: str
+    task: int, exponent: float, seed: int, measurement: str, every: int
 ) -> None:
     """Multiplying one task's loss by 10^±3 at every step: the upper level's weights and the
     direction of the weighted update Σ w_i ∇f_i are those of the unscaled run, step for step."""
@@ -123,14 +194,15 @@ def test_a_tasks_loss_scale_changes_nothing_but_round_off(
     scale[task] = 10.0**exponent
     runs = []
     for c in (torch.ones_like(scale), scale):
-        balancer = Marigold(M, measurement=measurement).double()
+        every_k = every if measurement == "same-batch" else 1
+        balancer = Marigold(M, measurement=measurement, measure_every=every_k).double()
         trail = []
         for k in range(steps):
             w = balancer.weights(c * losses[k])
             direction = w @ (c[:, None] * grads[k])
             upper = balancer.parametrization(c * losses[k]).detach()
             trail.append((upper, direction / direction.norm()))
-            if measurement == "same-batch":
+            if balancer.needs_losses_after:  # same-batch: the measured steps
                 balancer.update(c * losses[k], c * after[k])
             else:
                 balancer.update(c * losses[k])

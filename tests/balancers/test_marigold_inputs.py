@@ -27,9 +27,9 @@ X = torch.randn(4, 3)
 @pytest.mark.parametrize("balancer", [bm.Marigold, bm.Marigold.paper], ids=["default", "paper"])
 def test_marigold_works_with_any_optimizer(balancer: type[bm.Balancer]) -> None:
     model, _, trainer = _setup(torch.optim.NAdam, balancer)
-    for _ in range(3):
-        record = trainer.step(lambda: model(X).mean(0).abs() + 1.0)
-    assert record.hypergradient is not None and float(record.hypergradient.abs().max()) > 0
+    records = [trainer.step(lambda: model(X).mean(0).abs() + 1.0) for _ in range(3)]
+    learnt = [r.hypergradient for r in records if r.hypergradient is not None]
+    assert learnt and all(float(g.abs().max()) > 0 for g in learnt)
 
 
 def test_adversary_is_updated_even_when_update_runs_under_no_grad() -> None:

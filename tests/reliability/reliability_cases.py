@@ -50,7 +50,9 @@ case's network, whose ``trunk`` is the shared encoder)."""
 OPTIONS: dict[str, dict[str, Any]] = {
     "dwa": {"window": 2},  # update its loss history within a short run
     "sdmgrad": {"lr": 0.1, "num_iterations": 1},  # defaults reach the same vertex from any w here
-    "marigold": {"lr": 0.05},  # the upper level visibly moves within a few steps
+    # the upper level visibly moves within a few steps; it re-measures on steps 0, 2, 4, ...
+    # (the default every 16th), so the tests see measured and unmeasured steps
+    "marigold": {"lr": 0.05, "measure_every": 2},
     "marigold_faithful": {"lr": 0.05},
 }
 """Test-friendly options of some registered classes (any class works with its defaults)."""

@@ -183,8 +183,9 @@ class Balancer(nn.Module, ABC):
 
     @property
     def step_needs(self) -> frozenset[Need]:
-        """What this balancer's steps need: the class's :attr:`needs`, unless its configuration
-        needs otherwise (e.g. ``Marigold(measurement="same-batch")``)."""
+        """What this balancer's next step needs: the class's :attr:`needs`, unless its
+        configuration or the step needs less (e.g. ``Marigold(measurement="next-batch")``
+        never wants ``losses_after``, the default ``Marigold`` only on every 16th step)."""
         return self.needs
 
     @property
@@ -266,12 +267,12 @@ class LossBalancer(Balancer):
         if self.needs_losses_after and losses_after is None:
             raise ValueError(
                 f"{type(self).__name__}.update() needs losses_after: the task losses on the same "
-                "batch after the optimizer step (under torch.no_grad())"
+                "batch after the optimizer step (under torch.no_grad())" + self._losses_after_hint()
             )
         if losses_after is not None and not self.needs_losses_after:
             raise ValueError(
-                f"{type(self).__name__}.update() takes no losses_after here: it learns from the losses "
-                "of the steps themselves; call update(losses)" + self._without_losses_after_hint()
+                f"{type(self).__name__}.update() takes no losses_after here"
+                + self._without_losses_after_hint()
             )
         after = None if losses_after is None else self.check_losses(losses_after).detach().to(before)
         for values in (before, after):
@@ -281,7 +282,11 @@ class LossBalancer(Balancer):
         return self._update(before, after)
 
     def _without_losses_after_hint(self) -> str:
-        """What to add to the error of an ``update`` given ``losses_after`` it does not use."""
+        """Why an ``update`` given ``losses_after`` does not use it, and what to call instead."""
+        return ": it learns from the losses of the steps themselves; call update(losses)"
+
+    def _losses_after_hint(self) -> str:
+        """What to add to the error of an ``update`` without the ``losses_after`` it needs."""
         return ""
 
     @abstractmethod

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_nonnegative, check_positive
+from .._checks import check_choice, check_integer, check_nonnegative, check_positive
 from .._state_copy import StateCopy
 from ..criteria import Criterion, LogDecrement, WorstCaseDecrement
 from ..estimators import Estimator, FirstOrder, SinglePoint, UpperObjective, ZerothOrder
@@ -202,14 +202,15 @@ class Marigold(UpperLevel, LossBalancer):
     task's loss scale), the criterion :class:`~bilevel_mtl.criteria.LogDecrement`
     :math:`R = \tfrac12\sum_i\lambda_i\delta_i` of the per-task log-decrements δ, whose
     gradient is δ itself to first order (:class:`~bilevel_mtl.estimators.FirstOrder`: all
-    ``m`` measured decrements, no perturbation), Adam on ξ (``lr`` 0.1, ``weight_decay``
-    1e-4). ``measurement="next-batch"`` reads the losses after the step from the *next*
-    step's forward pass (on its batch), so a step costs one forward and one backward, as a
-    plain loop; the next batch's decrement is noisier than the same batch's, which the larger
-    upper ``lr`` and the weaker pull of ξ towards 0 (both chosen on the Scales suite's seeds
-    0–1; FAMO's are 0.025 and 1e-3) compensate. With ``measurement="same-batch", lr=0.025,
-    weight_decay=1e-3`` this configuration is FAMO (Liu et al. 2023) step for step. See
-    ``docs/marigold.md`` for the ablation that chose it.
+    ``m`` measured decrements, no perturbation), Adam on ξ (``lr`` 0.2, ``weight_decay``
+    1e-3), and the step **measured again on its own batch on every 16th step**
+    (``measurement="same-batch"``, ``measure_every=16``): one extra forward per 16 steps,
+    the upper level learning from those steps only (its lr chosen for that on the Scales
+    suite's seeds 0–1). With ``measure_every=1, lr=0.025`` this configuration is FAMO (Liu
+    et al. 2023) step for step. ``measurement="next-batch"`` reads the losses after the step
+    from the *next* step's forward pass instead (no extra forward at all; noisier, and on
+    Scales about one Δm% point behind; its best upper ``lr``/``weight_decay`` there were 0.1
+    and 1e-4). See ``docs/marigold.md`` for the ablation that chose the default.
 
     **The paper** (:meth:`paper`): the perturbed weights :math:`\lambda+ru` of the
     single-point estimator :math:`\frac{m}{r}R(\lambda+ru)\,u`, the worst-case
@@ -217,9 +218,11 @@ class Marigold(UpperLevel, LossBalancer):
     measured on the same batch (one extra forward). :class:`MarigoldFaithful` is Algorithm 2.
 
     ``measurement``: ``"same-batch"`` evaluates the losses again on the step's batch after the
-    step (one extra forward: :class:`~bilevel_mtl.BalancedOptimizer` does it; in your loop pass
-    ``losses_after`` to :meth:`update`); ``"next-batch"`` uses the next step's losses
-    (``update(losses)`` alone; the first step only records). ``estimator``:
+    step, on the first step and every ``measure_every``-th after it (default 16; one extra
+    forward on those steps: :class:`~bilevel_mtl.BalancedOptimizer` does it; in your loop pass
+    ``losses_after`` to :meth:`update` when :attr:`needs_losses_after` says so, and only
+    then); ``"next-batch"`` uses the next step's losses (``update(losses)`` alone; the first
+    step only records; ``measure_every`` must be 1). ``estimator``:
     :class:`~bilevel_mtl.estimators.FirstOrder` or a
     :class:`~bilevel_mtl.estimators.SinglePoint` with one direction; other options as
     :class:`UpperLevel`.
@@ -229,18 +232,35 @@ class Marigold(UpperLevel, LossBalancer):
     reference = "Chen et al. 2026, 'Feed m Birds with One Scone'"
     summary = "bi-level weights from the per-task log-decrements measured after the real step"
     cost: ClassVar[Cost] = "loss-only O(1)"
+    needs = frozenset({"losses_after"})  # at most: on the measured steps (see step_needs)
     awaiting: Tensor
+    step_count: Tensor
     previous_losses: Tensor
     previous_point: Tensor
     previous_direction: Tensor
 
-    def __init__(self, num_tasks: int, *, measurement: str = "next-batch", **options: Any) -> None:
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        measurement: str = "same-batch",
+        measure_every: int | None = None,
+        **options: Any,
+    ) -> None:
         if "mode" in options:
             raise TypeError(
                 "Marigold has no mode argument since 0.2: Marigold(m) is the former mode='perturbed', "
                 "MarigoldFaithful(m) the former mode='faithful' (the paper's Algorithm 2)"
             )
         self.measurement = check_choice("measurement", measurement, MEASUREMENTS)
+        if measure_every is None:
+            measure_every = 16 if self.measurement == "same-batch" else 1
+        self.measure_every = check_integer("measure_every", measure_every)
+        if self.measure_every > 1 and self.measurement != "same-batch":
+            raise ValueError(
+                f"measure_every={measure_every} applies to measurement='same-batch' (re-measure the "
+                "step's batch on every k-th step); next-batch measures every step at no extra cost"
+            )
         for option, part in (("radius", "estimator"), ("beta", "parametrization")):
             if option in options and part not in options:
                 raise TypeError(
@@ -253,8 +273,8 @@ class Marigold(UpperLevel, LossBalancer):
             "criterion": LogDecrement(num_tasks),
             "estimator": FirstOrder(),
             "objective": "log-losses",
-            "lr": 0.1,
-            "weight_decay": 1e-4,
+            "lr": 0.2,
+            "weight_decay": 1e-3,
         }
         super().__init__(num_tasks, **{**defaults, **options})
         single = isinstance(self.estimator, SinglePoint) and self.estimator.num_directions == 1
@@ -265,6 +285,7 @@ class Marigold(UpperLevel, LossBalancer):
             )
         # next-batch: the step awaiting its measurement (none before the first step)
         self.register_buffer("awaiting", torch.tensor(False))
+        self.register_buffer("step_count", torch.tensor(0))  # same-batch: measured when % every == 0
         for name in ("previous_losses", "previous_point", "previous_direction"):
             self.register_buffer(name, torch.zeros(num_tasks))
         self._state_copy = StateCopy()
@@ -276,12 +297,12 @@ class Marigold(UpperLevel, LossBalancer):
         ``min_loss_ratio=0``), β = 1, the absolute worst-case decrement with a learned
         adversary, the single-point estimator with r = 1e-3 on the unit sphere, Adam with
         lr 1e-4 on u (descent) and v (ascent), the step on :math:`\sum_i\lambda_i f_i`
-        measured again on the same batch. Choices the paper leaves open, named: u and v
+        measured again on the same batch after every step. Choices the paper leaves open, named: u and v
         start at 0 (uniform weights); the directions are drawn from a generator seeded with
         ``seed``; ``min_loss=1e-8`` guards an exactly zero loss. ``options`` replace single
         settings (e.g. ``lr=0.01``) for experiments around the paper's configuration.
         """
-        options = {"measurement": "same-batch", **options}
+        options = {"measurement": "same-batch", "measure_every": 1, **options}
         return cls(num_tasks, seed=seed, **_paper_options(num_tasks, options))
 
     def capture_state(self) -> Callable[[], None]:
@@ -296,15 +317,30 @@ class Marigold(UpperLevel, LossBalancer):
 
         return restore
 
-    def _without_losses_after_hint(self) -> str:
+    def _measured_steps(self) -> str:
         return (
-            " (measurement='next-batch' measures step k on step k+1's losses; "
-            "Marigold(m, measurement='same-batch') uses losses_after)"
+            f" on this step: it re-measures the step's batch on the first step and every "
+            f"{self.measure_every}th after it; check balancer.needs_losses_after before each update"
+        )
+
+    def _losses_after_hint(self) -> str:
+        return "" if self.measure_every == 1 else self._measured_steps()
+
+    def _without_losses_after_hint(self) -> str:
+        if self.measurement == "same-batch":
+            return self._measured_steps() + " and call update(losses) when it is False"
+        return (
+            ": measurement='next-batch' measures step k on step k+1's losses; call update(losses) "
+            "(Marigold(m, measurement='same-batch') uses losses_after)"
         )
 
     @property
     def step_needs(self) -> frozenset[Need]:
-        return frozenset({"losses_after"}) if self.measurement == "same-batch" else frozenset()
+        """The next step's: ``losses_after`` on a same-batch step that is measured (every
+        ``measure_every``-th, starting with the first), nothing otherwise."""
+        if self.measurement != "same-batch" or int(self.step_count) % self.measure_every:
+            return frozenset()
+        return frozenset({"losses_after"})
 
     def _point(self, losses: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
         """This step's upper-level weights (``λ``, or ``λ + ru`` with the direction ``u``)."""
@@ -323,6 +359,10 @@ class Marigold(UpperLevel, LossBalancer):
         """The upper update from a measured step: this one (same batch) or the previous one."""
         point, direction = self._point(losses, self.generator)  # this step's; advances the generator
         if self.measurement == "same-batch":
+            measured = int(self.step_count) % self.measure_every == 0
+            self.step_count.add_(1)
+            if not measured:  # no upper step between measurements
+                return None
             assert losses_after is not None
             return self._learn(losses, losses_after.to(losses), point, direction)
         previous = self.previous_losses.clone(), self.previous_point.clone(), self.previous_direction.clone()
