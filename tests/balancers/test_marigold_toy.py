@@ -31,9 +31,7 @@ def test_marigold_reaches_the_pareto_set_of_the_toy(mode: str, start: tuple[floa
         mode
     ](2)
     trainer = bm.BalancedOptimizer(model, optimizer, balancer)
-    # The default's logits travel further along the front (weight decay 1e-4): from (0, 0) it
-    # is still at x2 = -7.9 after 2,000 steps and at the Pareto set (-8.42) after 4,000.
-    for _ in range(4000 if mode == "default" else 2000):
+    for _ in range(2000):
         trainer.step(model)
     x = model.x.detach()
     # Pareto-stationary (the min-norm convex combination of the task gradients vanishes) ...
@@ -41,9 +39,9 @@ def test_marigold_reaches_the_pareto_set_of_the_toy(mode: str, start: tuple[floa
     # ... in the lower half plane, where the Pareto set lies (x2 = 0 is a degenerate flat line) ...
     assert float(x[1]) < -8.0
     if mode == "default":
-        # The default's upper Adam (lr 0.1) normalises the vanishing decrements at the front, so
-        # its logits keep swinging (by ~±1.7 on this toy) and x1 travels along the Pareto segment
-        # x1 in [-7, 7] instead of settling at one trade-off (see docs/marigold.md).
+        # The default's upper Adam normalises the vanishing decrements at the front, so its
+        # logits keep moving on the measured steps (their difference by up to ~0.5 on this toy)
+        # and x1 travels along the Pareto segment x1 in [-7, 7] (see docs/marigold.md).
         assert -7.05 < float(x[0]) < 7.05
         return
     # ... at the trade-off the weights chose: there x1 minimises a·f1 + b·f2 in closed form.
