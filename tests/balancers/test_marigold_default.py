@@ -61,6 +61,27 @@ def _train(make: Callable[[], bm.Balancer], optimizer: str) -> tuple[torch.Tenso
         return torch.stack(weights), torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+def _famo_by_hand(
+    lr: float, learn: Callable[[FAMO, int, torch.Tensor, Callable[[], torch.Tensor]], None]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FAMO(lr, γ = 1e-3, ε = 0) in a loop by hand with Adam: the weights of every step and the
+    final parameters; ``learn(famo, k, losses, losses_after)`` applies step k's state change
+    (``losses_after()``: the losses on step k's batch after its step)."""
+    with _float64():
+        reference, model = FAMO(M, eps=0.0, gamma=1e-3, lr=lr), _model()
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        expected = []
+        for k, (x, y) in enumerate(_batches()):
+            losses = _losses(model, x, y)
+            weights = reference.weights(losses)
+            expected.append(weights)
+            opt.zero_grad()
+            (weights @ losses).backward()
+            opt.step()
+            learn(reference, k, losses.detach(), lambda x=x, y=y: _losses(model, x, y))
+    return torch.stack(expected), torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_same_batch_log_decrement_is_famo_step_for_step(optimizer: str) -> None:
     """Marigold's default configuration measured on the same batch (log-decrement criterion,
@@ -82,20 +103,13 @@ def test_measuring_every_kth_step_is_famo_updated_on_those_steps_only(every: int
     """The default re-measures the step's batch on steps 0, k, 2k, ...: by hand, FAMO's logit
     update from (f before, f after) of those steps only, the other steps leaving its state
     alone; BalancedOptimizer evaluates the closure again on exactly those steps."""
-    with _float64():
-        reference, model = FAMO(M, eps=0.0, gamma=1e-3, lr=0.2), _model()
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        expected = []
-        for k, (x, y) in enumerate(_batches()):
-            losses = _losses(model, x, y)
-            weights = reference.weights(losses)
-            expected.append(weights)
-            opt.zero_grad()
-            (weights @ losses).backward()
-            opt.step()
-            if k % every == 0:
-                with torch.no_grad():
-                    reference.update(losses.detach(), losses_after=_losses(model, x, y))
+
+    def learn(famo: FAMO, k: int, losses: torch.Tensor, after: Callable[[], torch.Tensor]) -> None:
+        if k % every == 0:
+            with torch.no_grad():
+                famo.update(losses, losses_after=after())
+
+    expected, _ = _famo_by_hand(0.2, learn)
     with _float64():
         model, balancer = _model(), Marigold(M, measure_every=every)
         trainer = bm.BalancedOptimizer(model, torch.optim.Adam(model.parameters(), lr=0.01), balancer)
@@ -110,7 +124,7 @@ def test_measuring_every_kth_step_is_famo_updated_on_those_steps_only(every: int
             weights.append(trainer.step(closure).weights)
             calls.append(count[0])
     assert balancer.measure_every == every
-    torch.testing.assert_close(torch.stack(weights), torch.stack(expected), rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(torch.stack(weights), expected, rtol=1e-10, atol=1e-13)
     # the first step also checks once that the closure is deterministic (one more call)
     assert calls == [3] + [2 if k % every == 0 else 1 for k in range(1, STEPS)]
 
@@ -148,24 +162,17 @@ def test_next_batch_measurement_learns_from_the_next_steps_losses() -> None:
     """The default reads the losses after step k from step k+1's forward pass: by hand, FAMO's
     logit update from the pair (f_k on batch k, f_{k+1} on batch k+1), applied once step k+1's
     weights are decided; the first step only records."""
-    with _float64():
-        reference, model = FAMO(M, eps=0.0, gamma=1e-3, lr=0.025), _model()
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        expected, previous = [], None
-        for x, y in _batches():
-            losses = _losses(model, x, y)
-            weights = reference.weights(losses)
-            expected.append(weights)
-            opt.zero_grad()
-            (weights @ losses).backward()
-            opt.step()
-            if previous is not None:
-                reference.update(previous, losses_after=losses.detach())
-            previous = losses.detach()
+    previous: list[torch.Tensor] = []
 
+    def learn(famo: FAMO, k: int, losses: torch.Tensor, after: Callable[[], torch.Tensor]) -> None:
+        if previous:
+            famo.update(previous.pop(), losses_after=losses)
+        previous.append(losses)
+
+    expected, parameters = _famo_by_hand(0.025, learn)
     marigold = _train(lambda: Marigold(M, measurement="next-batch", lr=0.025, weight_decay=1e-3), "adam")
-    torch.testing.assert_close(marigold[0], torch.stack(expected), rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(marigold[1], torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(marigold[0], expected, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(marigold[1], parameters)
 
 
 @settings(max_examples=40, deadline=None)
