@@ -230,7 +230,7 @@ class Marigold(UpperLevel, LossBalancer):
 
     name = "marigold"
     reference = "Chen et al. 2026, 'Feed m Birds with One Scone'"
-    summary = "bi-level weights from the per-task log-decrements measured after the real step"
+    summary = "bi-level weights from the per-task log-decrements measured after every 16th real step"
     cost: ClassVar[Cost] = "loss-only O(1)"
     needs = frozenset({"losses_after"})  # at most: on the measured steps (see step_needs)
     awaiting: Tensor
