@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,25 @@ def test_stl_beats_the_trivial_baseline_on_every_metric_and_respects_the_floor(
         # 1000 test points).
         closed = sign * (stl[metric] - trivial[metric]) / (sign * (best[metric] - trivial[metric]))
         assert 0.25 < closed < 1.05, (metric, stl[metric], trivial[metric], best[metric])
+
+
+@pytest.mark.parametrize(
+    ("name", "height", "width", "epochs"), [("scenes", 16, 24, 8), ("scenes2", 16, 32, 3)]
+)
+def test_scenes_stl_beats_the_trivial_baseline_on_every_metric(
+    name: str, height: int, width: int, epochs: int, tmp_path: Path
+) -> None:
+    quick = make_suite(name, "quick", epochs=epochs, learning_rate=3e-3)
+    data_config = dataclasses.replace(
+        quick.config.data, height=height, width=width, num_train=384, num_test=64
+    )
+    suite = type(quick)(dataclasses.replace(quick.config, data=data_config))
+    data = suite.datasets(cache_dir=tmp_path, progress=False)
+    stl = train_stl(suite, data, seed=0, progress=False).metrics
+    trivial = suite.trivial_scores(data)  # type: ignore[attr-defined]
+    assert set(trivial) == set(stl) == set(suite.higher_is_better)
+    for metric, higher in suite.higher_is_better.items():
+        assert (stl[metric] > trivial[metric]) == higher, (metric, stl[metric], trivial[metric])
 
 
 def test_suite_model_seed_is_reproducible_and_leaves_the_global_stream_alone() -> None:
