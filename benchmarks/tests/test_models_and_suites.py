@@ -21,7 +21,6 @@ from benchmarks.losses import (
 from benchmarks.models import (
     AdsModel,
     ConstantModel,
-    DigitsCNN,
     ManyTasksMLP,
     MTANLite,
     SegNetLite,
@@ -58,10 +57,6 @@ def test_dense_models_shapes_unit_normals_and_gradients(network: type[SegNetLite
 
 def test_small_models_shapes_and_gradients() -> None:
     torch.manual_seed(0)
-    cnn = DigitsCNN({"left": 10, "right": 10}, height=12, width=14)
-    outputs = cnn(torch.rand(3, 1, 12, 14))
-    assert {k: tuple(v.shape) for k, v in outputs.items()} == {"left": (3, 10), "right": (3, 10)}
-    _backward_reaches_every_parameter(cnn, outputs)
     mlp = ManyTasksMLP(input_dim=5, num_regression=3, num_classification=2, num_classes=4, hidden=8)
     outputs = mlp(torch.randn(6, 5))
     assert outputs["regression"].shape == (6, 3) and outputs["classification"].shape == (6, 2, 4)
@@ -229,7 +224,7 @@ def test_scenes_stl_beats_the_trivial_baseline_on_every_metric(
 
 
 def test_suite_model_seed_is_reproducible_and_leaves_the_global_stream_alone() -> None:
-    suite = make_suite("digits", "tiny")
+    suite = make_suite("scales", "tiny")
     state = torch.get_rng_state()
     first, second = suite.model(seed=3), suite.model(seed=3)
     assert torch.equal(torch.get_rng_state(), state)
@@ -246,11 +241,11 @@ def test_make_suite_overrides_route_to_data_model_and_training() -> None:
     assert make_suite("scenes", "tiny", architecture="mtan").build_model().__class__ is MTANLite
     assert make_suite("ads", "tiny").main_task == "click"
     with pytest.raises(ValueError, match="unknown setting 'colour'"):
-        make_suite("digits", "tiny", colour="red")
+        make_suite("scales", "tiny", colour="red")
     with pytest.raises(ValueError, match="unknown suite"):
         make_suite("imagenet")
     with pytest.raises(ValueError, match="unknown size"):
-        make_suite("digits", "huge")
+        make_suite("scales", "huge")
     with pytest.raises(ValueError, match="multiple of 8"):
         make_suite("scenes", "tiny", levels=3, height=20)
 
@@ -277,11 +272,6 @@ def _train_ls(name: str, steps: int, **overrides: Any) -> tuple[torch.Tensor, to
     with torch.no_grad():
         final = suite.task_losses(model(test_inputs), test_targets)
     return first, final, suite.evaluate(model, data.test)
-
-
-def test_digits_are_learnable() -> None:
-    _, _, scores = _train_ls("digits", 150)
-    assert scores["left/accuracy"] > 35.0 and scores["right/accuracy"] > 35.0, scores  # chance: 10%
 
 
 def test_manytasks_are_learnable() -> None:
