@@ -223,6 +223,22 @@ def test_scenes_stl_beats_the_trivial_baseline_on_every_metric(
         assert (stl[metric] > trivial[metric]) == higher, (metric, stl[metric], trivial[metric])
 
 
+def test_scenes_trivial_scores_are_the_training_majority_and_mean_at_each_pixel(tmp_path: Path) -> None:
+    suite = make_suite("scenes", "tiny", num_train=9, num_test=5)
+    data = suite.datasets(cache_dir=tmp_path, progress=False)
+    train, test = data.train.targets, data.test.targets  # type: ignore[attr-defined]
+    votes = F.one_hot(train["segmentation"], suite.num_classes).sum(dim=0)
+    majority = votes.argmax(dim=-1)
+    depth = train["depth"].sum(dim=0) / (train["depth"] != 0).sum(dim=0).clamp(min=1)
+    valid = test["depth"] != 0
+    trivial = suite.trivial_scores(data)  # type: ignore[attr-defined]
+    accuracy = 100.0 * (test["segmentation"] == majority).double().mean()
+    assert trivial["segmentation/pixel_acc"] == pytest.approx(float(accuracy))
+    error = (depth - test["depth"]).abs()[valid].double().mean()
+    assert trivial["depth/abs_err"] == pytest.approx(float(error))
+    assert 0.0 < trivial["normals/mean_angle"] < 90.0
+
+
 def test_suite_model_seed_is_reproducible_and_leaves_the_global_stream_alone() -> None:
     suite = make_suite("scales", "tiny")
     state = torch.get_rng_state()
