@@ -61,7 +61,8 @@ def test_small_models_shapes_and_gradients() -> None:
     outputs = mlp(torch.randn(6, 5))
     assert outputs["regression"].shape == (6, 3) and outputs["classification"].shape == (6, 2, 4)
     _backward_reaches_every_parameter(mlp, outputs)
-    ads = AdsModel([7, 5], num_dense=3, tasks=("click", "conv"), embedding_dim=2, hidden=(4,))
+    # 16 hidden units: with fewer, a layer dead for one sample may leave its row without gradient.
+    ads = AdsModel([7, 5], num_dense=3, tasks=("click", "conv"), embedding_dim=2, hidden=(16,))
     inputs = torch.cat([torch.tensor([[6.0, 4.0], [0.0, 1.0]]), torch.randn(2, 3)], dim=1)
     outputs = ads(inputs)
     assert outputs["click"].shape == (2,)
