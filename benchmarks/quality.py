@@ -50,7 +50,7 @@ from .runs import (
 )
 from .suites import SIZES, Suite
 
-QUALITY_SUITES = ("scenes", "scenes2", "digits", "manytasks", "scales")
+QUALITY_SUITES = ("scenes", "scenes2", "manytasks", "scales")
 DEFAULT_METHODS = (
     "stl",
     "ls",

@@ -33,9 +33,9 @@ from benchmarks.cost import cost_figure  # noqa: E402
 from benchmarks.metrics.stats import format_difference, format_interval, settings  # noqa: E402
 
 
-def cell(pair: list[float], digits: int = 2) -> str:
+def cell(pair: list[float], decimals: int = 2) -> str:
     mean, std = pair
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
 def provenance_lines(payload: dict[str, Any]) -> list[str]:
@@ -86,14 +86,14 @@ def quality_table(payload: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     best = min((m for m in summary if m != "stl"), key=lambda m: summary[m]["delta_m"][0], default=None)
     for method, entry in summary.items():
-        digits = 4 if any(abs(entry[n][0]) < 0.1 for n in metrics) else 3
+        decimals = 4 if any(abs(entry[n][0]) < 0.1 for n in metrics) else 3
         delta = cell(entry["delta_m"])
         if method == best:
             delta = f"**{delta}**"
         versus = entry.get("vs_ls")
         row = [
             f"`{method}`",
-            *[cell(entry[name], digits) for name in metrics],
+            *[cell(entry[name], decimals) for name in metrics],
             delta,
             "–" if versus is None else format_difference(versus),
             "–" if versus is None else format_interval(versus["t_ci"]),

@@ -164,14 +164,14 @@ def settings(score: str, reference: str | None, lower_is_better: bool = True) ->
     }
 
 
-def format_interval(interval: Sequence[float], digits: int = 2) -> str:
+def format_interval(interval: Sequence[float], decimals: int = 2) -> str:
     """``[-0.50, +0.20]``; ``[–]`` when undefined (fewer than 2 seeds)."""
     low, high = interval
     if math.isnan(low) or math.isnan(high):
         return "[–]"
-    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
+    return f"[{low:+.{decimals}f}, {high:+.{decimals}f}]"
 
 
-def format_difference(difference: Mapping[str, Any], digits: int = 2) -> str:
+def format_difference(difference: Mapping[str, Any], decimals: int = 2) -> str:
     """A paired difference (:meth:`PairedDifference.as_dict`) as ``+0.13 [-0.50, +0.20]`` (bootstrap)."""
-    return f"{difference['mean']:+.{digits}f} {format_interval(difference['bootstrap_ci'], digits)}"
+    return f"{difference['mean']:+.{decimals}f} {format_interval(difference['bootstrap_ci'], decimals)}"

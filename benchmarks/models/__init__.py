@@ -1,8 +1,7 @@
 """Benchmark models: each ``forward`` returns a dict of per-task outputs."""
 
 from .ads import AdsModel
-from .digits import DigitsCNN
 from .mlp import ConstantModel, ManyTasksMLP, TabularMLP
 from .scenes import MTANLite, SegNetLite
 
-__all__ = ["AdsModel", "ConstantModel", "DigitsCNN", "MTANLite", "ManyTasksMLP", "SegNetLite", "TabularMLP"]
+__all__ = ["AdsModel", "ConstantModel", "MTANLite", "ManyTasksMLP", "SegNetLite", "TabularMLP"]

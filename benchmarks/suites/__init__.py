@@ -6,14 +6,12 @@ from typing import Any
 
 from .ads import AdsSuite, AdsSuiteConfig
 from .base import SIZES, Suite, TrainingDefaults, apply_overrides
-from .digits import DigitsSuite, DigitsSuiteConfig
 from .manytasks import ManyTasksSuite, ManyTasksSuiteConfig
 from .scales import ScalesSuite, ScalesSuiteConfig
 from .scenes import Scenes2Suite, ScenesSuite, ScenesSuiteConfig
 
 SUITES: dict[str, type[Suite[Any]]] = {
-    suite.name: suite
-    for suite in (ScenesSuite, Scenes2Suite, DigitsSuite, ManyTasksSuite, ScalesSuite, AdsSuite)
+    suite.name: suite for suite in (ScenesSuite, Scenes2Suite, ManyTasksSuite, ScalesSuite, AdsSuite)
 }
 """Suite name → class."""
 
@@ -30,8 +28,6 @@ __all__ = [
     "SUITES",
     "AdsSuite",
     "AdsSuiteConfig",
-    "DigitsSuite",
-    "DigitsSuiteConfig",
     "ManyTasksSuite",
     "ManyTasksSuiteConfig",
     "ScalesSuite",

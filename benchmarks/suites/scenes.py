@@ -12,10 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from ..data.scenes import ScenesConfig, load_scenes
-from ..datasets import Splits
+from ..datasets import Splits, iterate_batches
 from ..losses import depth_loss, normals_loss, segmentation_loss
 from ..metrics import DepthMetric, Evaluator, Metric, NormalsMetric, SegmentationMetric
-from ..models import MTANLite, SegNetLite
+from ..models import ConstantModel, MTANLite, SegNetLite
 from .base import Suite, TrainingDefaults
 
 
@@ -48,17 +48,19 @@ class ScenesSuite(Suite[ScenesSuiteConfig]):
 
     @classmethod
     def preset(cls, size: str) -> ScenesSuiteConfig:
+        """``default``: 32×40 pixels, 1,200 training images, 8 epochs of 150 steps (sized for
+        a full comparison on one CPU core; see ``docs/benchmarks/scenes.md``)."""
         data = {
             "tiny": ScenesConfig(height=16, width=16, num_train=4, num_test=2, max_objects=2),
             "quick": ScenesConfig(height=32, width=40, num_train=64, num_test=32),
-            "default": ScenesConfig(height=64, width=80, num_train=795, num_test=654),
+            "default": ScenesConfig(height=32, width=40, num_train=1200, num_test=200),
             "large": ScenesConfig(height=128, width=160, num_train=795, num_test=654),
         }[size]
-        model = {"tiny": (4, 2), "quick": (8, 3), "default": (16, 3), "large": (32, 4)}[size]
+        model = {"tiny": (4, 2), "quick": (8, 3), "default": (8, 3), "large": (32, 4)}[size]
         training = {
             "tiny": TrainingDefaults(1, 2, 1e-3, eval_batch_size=2),
             "quick": TrainingDefaults(2, 8, 1e-3),
-            "default": TrainingDefaults(10, 8, 1e-3),
+            "default": TrainingDefaults(8, 8, 1e-3),
             "large": TrainingDefaults(100, 8, 1e-4),
         }[size]
         return ScenesSuiteConfig(data=data, width=model[0], levels=model[1], training=training)
@@ -99,6 +101,23 @@ class ScenesSuite(Suite[ScenesSuiteConfig]):
         }
         return Evaluator(metrics[task] for task in self.tasks)
 
+    def trivial_scores(self, data: Splits) -> dict[str, float]:
+        """Every metric on ``data.test`` of the trivial predictor fit on ``data.train``: at each
+        pixel the training set's majority class, mean depth and mean normal (over valid pixels)."""
+        _, targets = next(iterate_batches(data.train, len(data.train)))  # type: ignore[arg-type]
+        outputs: dict[str, Tensor] = {}
+        if "segmentation" in self.tasks:
+            labels = targets["segmentation"]
+            classes = torch.arange(self.num_classes).view(1, -1, 1, 1)
+            outputs["segmentation"] = (labels.unsqueeze(1) == classes).sum(dim=0).float()
+        if "depth" in self.tasks:
+            depth = targets["depth"]
+            valid = (depth != 0).sum(dim=0).clamp(min=1)
+            outputs["depth"] = depth.sum(dim=0) / valid
+        if "normals" in self.tasks:
+            outputs["normals"] = torch.nn.functional.normalize(targets["normals"].sum(dim=0), dim=0)
+        return self.evaluate(ConstantModel(outputs), data.test, device="cpu")
+
 
 class Scenes2Suite(ScenesSuite):
     """Outdoor streets, two tasks (the Cityscapes setting of the MARIGOLD paper's Table 2)."""
@@ -108,13 +127,15 @@ class Scenes2Suite(ScenesSuite):
 
     @classmethod
     def preset(cls, size: str) -> ScenesSuiteConfig:
+        """``default``: 24×48 pixels, 1,000 training images, 12 epochs of 125 steps."""
         data = {
             "tiny": ScenesConfig(
                 variant="outdoor", height=16, width=32, num_train=4, num_test=2, max_objects=1
             ),
             "quick": ScenesConfig(variant="outdoor", height=24, width=48, num_train=64, num_test=32),
-            "default": ScenesConfig(variant="outdoor", height=48, width=96, num_train=1000, num_test=250),
+            "default": ScenesConfig(variant="outdoor", height=24, width=48, num_train=1000, num_test=250),
             "large": ScenesConfig(variant="outdoor", height=96, width=192, num_train=2975, num_test=500),
         }[size]
         base = ScenesSuite.preset(size)
-        return ScenesSuiteConfig(data=data, width=base.width, levels=base.levels, training=base.training)
+        training = TrainingDefaults(12, 8, 1e-3) if size == "default" else base.training
+        return ScenesSuiteConfig(data=data, width=base.width, levels=base.levels, training=training)

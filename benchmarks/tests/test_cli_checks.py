@@ -75,72 +75,72 @@ CASES = [
         "argument --cache-dir: cannot write to {file}/cache: Not a directory",
     ),
     (
-        ["quality", "--suite", "digits", "--threads", "0"],
+        ["quality", "--suite", "scales", "--threads", "0"],
         "argument --threads: must be an integer >= 1, got '0'",
     ),
     (
-        ["quality", "--suite", "digits", "--epochs", "0"],
+        ["quality", "--suite", "scales", "--epochs", "0"],
         "argument --epochs: must be an integer >= 1, got '0'",
     ),
     (
-        ["quality", "--suite", "digits", "--seeds", "0", "x"],
+        ["quality", "--suite", "scales", "--seeds", "0", "x"],
         "argument --seeds: must be an integer >= 0, got 'x'",
     ),
     (
-        ["quality", "--suite", "digits", "--data-seed", "-2"],
+        ["quality", "--suite", "scales", "--data-seed", "-2"],
         "argument --data-seed: must be an integer >= 0, got '-2'",
     ),
     (
-        ["quality", "--suite", "digits", "--average-last", "0"],
+        ["quality", "--suite", "scales", "--average-last", "0"],
         "argument --average-last: must be an integer >= 1",
     ),
     (
-        ["quality", "--suite", "digits", "--weight-every", "0"],
+        ["quality", "--suite", "scales", "--weight-every", "0"],
         "argument --weight-every: must be an integer >= 1",
     ),
     (
-        ["quality", "--suite", "digits", "--device", "gpu"],
+        ["quality", "--suite", "scales", "--device", "gpu"],
         "argument --device: choose cpu, cuda, cuda:<index> or auto, got 'gpu'",
     ),
     (
-        ["quality", "--suite", "digits", "--methods", "ls", "marigold:lr=abc"],
+        ["quality", "--suite", "scales", "--methods", "ls", "marigold:lr=abc"],
         "argument --methods: marigold:lr=abc: lr must be a finite number > 0, got 'abc'",
     ),
     (
-        ["quality", "--suite", "digits", "--methods", "nonsense"],
+        ["quality", "--suite", "scales", "--methods", "nonsense"],
         "argument --methods: unknown method 'nonsense'; choose from [",
     ),
     (
-        ["quality", "--suite", "digits", "--methods", "marigold:lr"],
+        ["quality", "--suite", "scales", "--methods", "marigold:lr"],
         "argument --methods: a setting must look like name:key=value,key=value, got 'lr'",
     ),
     (
-        ["quality", "--suite", "digits", "--methods", "famo:colour=1"],
+        ["quality", "--suite", "scales", "--methods", "famo:colour=1"],
         "argument --methods: famo:colour=1: FAMO.__init__() got an unexpected keyword argument 'colour'",
     ),
     (
-        ["quality", "--suite", "digits", "--set", "num_train=abc"],
+        ["quality", "--suite", "scales", "--set", "num_train=abc"],
         "argument --set: setting 'num_train' must be of type int, got 'abc'",
     ),
     (
-        ["quality", "--suite", "digits", "--set", "colour=red"],
+        ["quality", "--suite", "scales", "--set", "colour=red"],
         "argument --set: unknown setting 'colour'; valid settings: [",
     ),
     (
-        ["quality", "--suite", "digits", "--set", "epochs"],
+        ["quality", "--suite", "scales", "--set", "epochs"],
         "argument --set: a setting must look like KEY=VALUE, got 'epochs'",
     ),
-    (["quality", "--suite", "digits", "--out", "{file}"], "argument --out: {file} is not a folder"),
+    (["quality", "--suite", "scales", "--out", "{file}"], "argument --out: {file} is not a folder"),
     (
-        ["quality", "--suite", "digits", "--out", "{file}/out"],
+        ["quality", "--suite", "scales", "--out", "{file}/out"],
         "argument --out: cannot write to {file}/out: Not a directory",
     ),
     (
-        ["quality", "--suite", "digits", "--resume"],
+        ["quality", "--suite", "scales", "--resume"],
         "argument --resume: needs --out, the folder of the run to continue",
     ),
     (
-        ["quality", "--suite", "digits", "--resume", "--overwrite", "--out", "x"],
+        ["quality", "--suite", "scales", "--resume", "--overwrite", "--out", "x"],
         "argument --overwrite: not allowed with argument --resume",
     ),
     (
@@ -202,7 +202,7 @@ def test_a_cuda_device_this_machine_lacks_is_a_usage_error(
     assert error == f"argument --device: cuda:{count} does not exist: {count} CUDA device(s)"
 
 
-@pytest.mark.parametrize("suite", ["digits", "manytasks", "scenes", "scenes2"])
+@pytest.mark.parametrize("suite", ["manytasks", "scales", "scenes", "scenes2"])
 def test_the_committed_results_are_not_overwritten_without_a_flag(
     suite: str, no_work: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -237,13 +237,13 @@ def test_resume_needs_the_results_file_and_the_same_settings(
     other = workdir / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine\n")
-    error = usage_error(["quality", "--suite", "digits", "--resume", "--out", "other"], capsys)
+    error = usage_error(["quality", "--suite", "scales", "--resume", "--out", "other"], capsys)
     assert error == "argument --resume: other holds no quality.json to continue; pass --overwrite instead"
     earlier = {"records": [], "provenance": {"arguments": {"batch_size": 64}}, "suite": {"config": {}}}
     for name in ("quality", "cost"):
         (workdir / name).mkdir()
         (workdir / name / f"{name}.json").write_text(json.dumps(earlier))
-    error = usage_error(["quality", "--suite", "digits", "--resume", "--out", "quality"], capsys)
+    error = usage_error(["quality", "--suite", "scales", "--resume", "--out", "quality"], capsys)
     assert error == "argument --resume: quality/quality.json was made with another suite configuration"
     error = usage_error(["cost", "--quick", "--resume", "--out", "cost"], capsys)
     assert error == "argument --resume: cost/cost.json was made with --batch-size 64, not 128"
@@ -264,7 +264,7 @@ def test_a_run_without_out_writes_to_a_fresh_run_folder(workdir: Path) -> None:
 
 def test_fresh_run_folders_never_collide(workdir: Path) -> None:
     args = argparse.Namespace(out=None, overwrite=False)
-    first, second = (output_folder(args, "quality-digits", "quality.json") for _ in range(2))
+    first, second = (output_folder(args, "quality-scales", "quality.json") for _ in range(2))
     assert first != second and first.is_dir() and second.is_dir()
     assert first.parent == second.parent == RUNS
 
@@ -302,10 +302,10 @@ def test_quick_fills_in_only_the_options_not_given() -> None:
     cost = checked(["cost", "--quick", "--tasks", "3", "--repeats", "5", "--methods", "famo"])
     assert (cost.tasks, cost.repeats) == ([3], 5)
     assert checked(["cost", "--methods", "famo"]).tasks == [2, 3, 8, 32, 128, 256]
-    quality = checked(["quality", "--suite", "digits", "--quick", "--methods", "ls"])
+    quality = checked(["quality", "--suite", "scales", "--quick", "--methods", "ls"])
     assert (quality.size, quality.seeds) == ("quick", [0])
     quality = checked(
-        ["quality", "--suite", "digits", "--quick", "--size", "tiny", "--seeds", "1", "--methods", "ls"]
+        ["quality", "--suite", "scales", "--quick", "--size", "tiny", "--seeds", "1", "--methods", "ls"]
     )
     assert (quality.size, quality.seeds) == ("tiny", [1])
     assert checked(["data", "--quick"]).size == "quick"

@@ -15,15 +15,15 @@ def test_bench_data_command_fills_the_cache(tmp_path: Path, capsys: pytest.Captu
         "--size",
         "tiny",
         "--suites",
-        "digits",
+        "scales",
         "manytasks",
         "--cache-dir",
         str(tmp_path),
     ]
     assert main(argv) == 0
     output = capsys.readouterr().out
-    assert "digits" in output and "manytasks" in output and "train       64" in output and "cpu" in output
-    assert {path.name.split("-")[0] for path in tmp_path.glob("*.npz")} == {"digits", "manytasks"}
+    assert "scales" in output and "manytasks" in output and "train       64" in output and "cpu" in output
+    assert {path.name.split("-")[0] for path in tmp_path.glob("*.npz")} == {"scales", "manytasks"}
 
 
 def test_help_lists_every_sub_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -98,8 +98,8 @@ def test_quality_records_delta_m_and_ranks(tmp_path: Path) -> None:
 
 
 def test_quality_resume_keeps_earlier_records(tmp_path: Path) -> None:
-    out = tmp_path / "digits"
-    base = ["quality", "--suite", "digits", "--size", "tiny", "--out", str(out), "--no-progress"]
+    out = tmp_path / "scales"
+    base = ["quality", "--suite", "scales", "--size", "tiny", "--out", str(out), "--no-progress"]
     assert main([*base, "--seeds", "0", "--methods", "ls"]) == 0
     first = json.loads((out / "quality.json").read_text())["records"]
     assert main([*base, "--seeds", "0", "--methods", "ls", "famo", "--resume"]) == 0
@@ -215,7 +215,7 @@ def test_method_specs() -> None:
         split_method("nonsense")
     with pytest.raises(ValueError, match="key=value"):
         split_method("marigold:lr")
-    suite = make_suite("digits", "tiny")
+    suite = make_suite("manytasks", "tiny", num_tasks=2)
     model = suite.model(0)
     pcgrad = build_method("pcgrad", 2, model)
     assert isinstance(pcgrad, PCGrad)
@@ -308,7 +308,8 @@ def test_methods_of_one_seed_see_the_same_start_and_batches(
     recorder = _Recorder()
     monkeypatch.setattr(runs, "BalancedOptimizer", recorder.trainer)
     if command == "quality":
-        argv = ["quality", "--suite", "digits", "--methods", "ls", "marigold", "pcgrad"]
+        argv = ["quality", "--suite", "manytasks", "--set", "num_tasks=2"]
+        argv += ["--methods", "ls", "marigold", "pcgrad"]
         per_seed = 2 + 3  # STL trains one model per task
     else:
         argv = ["aux", "--methods", "ls", "marigold-aux", "--upper-lrs", "0.1"]

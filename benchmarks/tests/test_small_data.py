@@ -1,4 +1,4 @@
-"""MultiDigits, ManyTasks, Scales and Ads generators; the cache; the batch iterator."""
+"""ManyTasks, Scales and Ads generators; the cache; the batch iterator."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ import torch
 
 from benchmarks.cache import CACHE_ENV, cache_root, cached_arrays
 from benchmarks.data.ads import AdsConfig, generate_ads, load_ads
-from benchmarks.data.digits import DigitsConfig, compose, generate_digits, load_sklearn_digits
 from benchmarks.data.manytasks import ManyTasksConfig, generate_manytasks, load_manytasks, ridge_signals
 from benchmarks.data.scales import ScalesConfig, ScaleTask, generate_scales
 from benchmarks.datasets import TensorDictDataset, iterate_batches
 from benchmarks.metrics import normalized_entropy
 from benchmarks.suites import ManyTasksSuite, ManyTasksSuiteConfig
 
-DIGITS = DigitsConfig(num_train=50, num_test=20)
 MANY = ManyTasksConfig(num_tasks=12, num_train=3000, num_test=10000, classification_fraction=0.25)
 SCALES = ScalesConfig(num_train=10000, num_test=10000)
 ADS = AdsConfig(
@@ -37,43 +35,11 @@ def _assert_deterministic(generate, config) -> None:  # type: ignore[no-untyped-
 
 @pytest.mark.parametrize(
     ("generate", "config"),
-    [(generate_digits, DIGITS), (generate_manytasks, MANY), (generate_scales, SCALES)],
-    ids=["digits", "manytasks", "scales"],
+    [(generate_manytasks, MANY), (generate_scales, SCALES)],
+    ids=["manytasks", "scales"],
 )
 def test_generators_are_deterministic(generate, config) -> None:  # type: ignore[no-untyped-def]
     _assert_deterministic(generate, config)
-
-
-def test_compose_places_digits_in_their_corners_and_keeps_the_brighter_pixel() -> None:
-    left = np.zeros((1, 8, 8))
-    left[0, :, 0] = 16.0  # a vertical bar in the digit's first column
-    right = np.full((1, 8, 8), 4.0)
-    canvas = compose(left, right, np.array([[1, 2]]), np.array([[0, 1]]), height=12, width=14)
-    expected = np.zeros((12, 14))
-    expected[4:12, 5:13] = 4.0  # right digit: bottom row 12 - 8 - 0, column 14 - 8 - 1
-    expected[1:9, 2] = 16.0
-    np.testing.assert_array_equal(canvas[0], expected)
-
-
-def test_digits_images_and_labels_match_their_sources() -> None:
-    arrays = generate_digits(DIGITS, 3, False)
-    images, labels = load_sklearn_digits()
-    assert arrays["train/image"].shape == (50, 1, 12, 14) and arrays["train/image"].dtype == np.float32
-    assert arrays["train/image"].min() >= 0.0 and arrays["train/image"].max() <= 1.0
-    source = arrays["train/source"]
-    np.testing.assert_array_equal(arrays["train/left"], labels[source[:, 0]])
-    np.testing.assert_array_equal(arrays["train/right"], labels[source[:, 1]])
-    shift = arrays["train/shift"]
-    assert shift.min() >= 0 and shift.max() <= DIGITS.max_shift
-    rebuilt = compose(images[source[:, 0]], images[source[:, 1]], shift[:, :2], shift[:, 2:], 12, 14) / 16.0
-    np.testing.assert_allclose(arrays["train/image"][:, 0], rebuilt, rtol=1e-6)
-    # Test images use only digits no training image uses.
-    assert not set(source.ravel()) & set(arrays["test/source"].ravel())
-
-
-def test_digits_config_checks_the_canvas() -> None:
-    with pytest.raises(ValueError, match="right one starting right"):
-        DigitsConfig(width=12, max_shift=2)
 
 
 def _standardized_signal(arrays: dict[str, np.ndarray], split: str) -> np.ndarray:
