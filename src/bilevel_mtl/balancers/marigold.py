@@ -338,9 +338,13 @@ class Marigold(UpperLevel, LossBalancer):
     def step_needs(self) -> frozenset[Need]:
         """The next step's: ``losses_after`` on a same-batch step that is measured (every
         ``measure_every``-th, starting with the first), nothing otherwise."""
-        if self.measurement != "same-batch" or int(self.step_count) % self.measure_every:
-            return frozenset()
-        return frozenset({"losses_after"})
+        return frozenset({"losses_after"}) if self.needs_losses_after else frozenset()
+
+    @property
+    def needs_losses_after(self) -> bool:
+        """Whether the next step is measured again on its batch (same batch, every
+        ``measure_every``-th step from the first)."""
+        return self.measurement == "same-batch" and int(self.step_count) % self.measure_every == 0
 
     def _point(self, losses: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
         """This step's upper-level weights (``λ``, or ``λ + ru`` with the direction ``u``)."""
@@ -359,7 +363,7 @@ class Marigold(UpperLevel, LossBalancer):
         """The upper update from a measured step: this one (same batch) or the previous one."""
         point, direction = self._point(losses, self.generator)  # this step's; advances the generator
         if self.measurement == "same-batch":
-            measured = int(self.step_count) % self.measure_every == 0
+            measured = self.needs_losses_after
             self.step_count.add_(1)
             if not measured:  # no upper step between measurements
                 return None
