@@ -319,8 +319,8 @@ class Marigold(UpperLevel, LossBalancer):
 
     def _measured_steps(self) -> str:
         return (
-            f" on this step: it re-measures the step's batch on the first step and every "
-            f"{self.measure_every}th after it; check balancer.needs_losses_after before each update"
+            f" on this step: it re-measures the step's batch on the first step and then every "
+            f"{self.measure_every} steps; check balancer.needs_losses_after before each update"
         )
 
     def _losses_after_hint(self) -> str:
