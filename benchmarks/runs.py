@@ -268,7 +268,7 @@ def train_run(
         result = RunResult(metrics={})
         per_step = balancer.num_batches  # MoDo, SDMGrad: independent batches per step, as in their papers
         batches_per_epoch = -(-len(data.train) // recipe.batch_size)  # type: ignore[arg-type]
-        total = epochs * (batches_per_epoch if per_step == 1 else batches_per_epoch // per_step)
+        total = epochs * (batches_per_epoch // per_step)
         bar = tqdm(total=total, desc=description, disable=not progress, leave=False, mininterval=1.0)
         model.train()
         for epoch in range(epochs):
