@@ -48,19 +48,19 @@ class ScenesSuite(Suite[ScenesSuiteConfig]):
 
     @classmethod
     def preset(cls, size: str) -> ScenesSuiteConfig:
-        """``default``: 32×40 pixels, 1,200 training images, 8 epochs of 150 steps (sized for
-        a full comparison on one CPU core; see ``docs/benchmarks/scenes.md``)."""
+        """``default``: 32×40 pixels, 2,400 training images, 17 epochs of 300 steps (5,100
+        steps; sized for a full comparison on two CPU cores; see ``docs/benchmarks/scenes.md``)."""
         data = {
             "tiny": ScenesConfig(height=16, width=16, num_train=4, num_test=2, max_objects=2),
             "quick": ScenesConfig(height=32, width=40, num_train=64, num_test=32),
-            "default": ScenesConfig(height=32, width=40, num_train=1200, num_test=200),
+            "default": ScenesConfig(height=32, width=40, num_train=2400, num_test=400),
             "large": ScenesConfig(height=128, width=160, num_train=795, num_test=654),
         }[size]
         model = {"tiny": (4, 2), "quick": (8, 3), "default": (8, 3), "large": (32, 4)}[size]
         training = {
             "tiny": TrainingDefaults(1, 2, 1e-3, eval_batch_size=2),
             "quick": TrainingDefaults(2, 8, 1e-3),
-            "default": TrainingDefaults(8, 8, 1e-3),
+            "default": TrainingDefaults(17, 8, 1e-3),
             "large": TrainingDefaults(100, 8, 1e-4),
         }[size]
         return ScenesSuiteConfig(data=data, width=model[0], levels=model[1], training=training)
@@ -127,15 +127,15 @@ class Scenes2Suite(ScenesSuite):
 
     @classmethod
     def preset(cls, size: str) -> ScenesSuiteConfig:
-        """``default``: 24×48 pixels, 1,000 training images, 12 epochs of 125 steps."""
+        """``default``: 24×48 pixels, 2,000 training images, 20 epochs of 250 steps (5,000 steps)."""
         data = {
             "tiny": ScenesConfig(
                 variant="outdoor", height=16, width=32, num_train=4, num_test=2, max_objects=1
             ),
             "quick": ScenesConfig(variant="outdoor", height=24, width=48, num_train=64, num_test=32),
-            "default": ScenesConfig(variant="outdoor", height=24, width=48, num_train=1000, num_test=250),
+            "default": ScenesConfig(variant="outdoor", height=24, width=48, num_train=2000, num_test=400),
             "large": ScenesConfig(variant="outdoor", height=96, width=192, num_train=2975, num_test=500),
         }[size]
         base = ScenesSuite.preset(size)
-        training = TrainingDefaults(12, 8, 1e-3) if size == "default" else base.training
+        training = TrainingDefaults(20, 8, 1e-3) if size == "default" else base.training
         return ScenesSuiteConfig(data=data, width=base.width, levels=base.levels, training=training)
