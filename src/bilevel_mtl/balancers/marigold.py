@@ -307,9 +307,19 @@ class Marigold(UpperLevel, LossBalancer):
 
     def capture_state(self) -> Callable[[], None]:
         """The upper variables, buffers and upper optimizer's state copied into buffers allocated
-        once (all are updated in place), and the generator's state: no deep copy per step."""
-        self._state_copy.capture([*self.parameters(), *self.buffers()], self.upper_optimizer)
+        once (all are updated in place), and the generator's state: no deep copy per step.
+        Before a step that is not measured (same batch, between measurements) only the step
+        count and the generator can change, and only they are kept."""
         generator = self.generator.get_state()
+        if self.measurement == "same-batch" and not self.needs_losses_after:
+            count = self.step_count.clone()
+
+            def restore_count() -> None:
+                self.step_count.copy_(count)
+                self.generator.set_state(generator)
+
+            return restore_count
+        self._state_copy.capture([*self.parameters(), *self.buffers()], self.upper_optimizer)
 
         def restore() -> None:
             self._state_copy.restore(self.upper_optimizer)
