@@ -14,8 +14,10 @@ click loss after the step (:class:`~bilevel_mtl.criteria.MainTaskLoss`). Variant
 
 each at every ``--upper-lrs`` (Adam on log ω; the paper's default 1e-4 barely moves ω in a
 few hundred steps, so a larger rate is tried as well). References: ``ls`` (equal weights,
-the baseline of the NE gain), ``stl`` (click alone: does auxiliary training help at all?)
-and ``marigold`` (the default worst-case criterion over all four tasks). A record holds NE
+the baseline of the NE gain), ``stl`` (click alone: does auxiliary training help at all?),
+``marigold`` (the default worst-case criterion over all four tasks) and
+``fixed-distill@ω=…`` (weights 1, 1, 1, ω held fixed, at every ``--fixed-distill-weights``:
+what a tuner of :math:`\omega_d` can reach, and what over-weighting costs). A record holds NE
 per task, the NE gain over LS of the same seed per task, the final weights and their
 trajectory. The summary adds, from the per-seed click NE gain, its bootstrap and t 95%
 intervals (``vs_ls``; the gain is already paired with LS) and the rank with noise ties
@@ -26,13 +28,15 @@ intervals (``vs_ls``; the gain is already paired with LS) and the rank with nois
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from bilevel_mtl._argtypes import positive_float
+from bilevel_mtl._argtypes import nonnegative_float, positive_float
 from bilevel_mtl.balancers import STL, Balancer, Marigold, MarigoldFaithful
+from bilevel_mtl.balancers.base import LossBalancer
 from bilevel_mtl.criteria import MainTaskLoss
 from bilevel_mtl.parametrizations import PositiveWeights
 
@@ -43,7 +47,19 @@ from .quality import add_common_arguments, resolve, suite_description
 from .runs import build_method, mean_std, pick_device, provenance, train_run, write_results
 from .suites import Suite
 
-VARIANTS = ("ls", "stl", "marigold", "marigold-aux", "marigold-aux-all")
+VARIANTS = ("ls", "stl", "marigold", "marigold-aux", "marigold-aux-all", "fixed-distill")
+
+
+class FixedWeights(LossBalancer):
+    r"""The update of :math:`\sum_i \omega_i f_i` with the weights :math:`\omega` held fixed
+    (a reference, not a registered method)."""
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        super().__init__(len(weights))
+        self.fixed = torch.tensor(weights, dtype=torch.float64)
+
+    def _weights(self, losses: Tensor) -> Tensor:
+        return self.fixed.to(losses)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +71,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[1e-4, 1e-2],
         help="upper Adam rates of the aux variants",
+    )
+    parser.add_argument(
+        "--fixed-distill-weights",
+        type=nonnegative_float,
+        nargs="+",
+        default=[0.0, 3.0, 10.0],
+        help="distillation weights of the fixed-distill references",
     )
     parser.add_argument("--mode", choices=("perturbed", "faithful"), default="perturbed")
     add_common_arguments(parser)
@@ -100,6 +123,10 @@ def variants(args: argparse.Namespace, suite: Suite[Any]) -> dict[str, Any]:
     for method in args.methods:
         if method == "stl":
             table[method] = lambda model, seed: STL(suite.num_tasks, task=main)
+        elif method == "fixed-distill":
+            for weight in args.fixed_distill_weights:
+                weights = [weight if task == "distill" else 1.0 for task in suite.tasks]
+                table[f"{method}@ω={weight:g}"] = lambda model, seed, w=weights: FixedWeights(w)
         elif method in learnt:
             for lr in args.upper_lrs:
                 table[f"{method}@lr={lr:g}"] = lambda model, seed, tasks=learnt[method], lr=lr: aux_balancer(

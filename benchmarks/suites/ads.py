@@ -26,7 +26,7 @@ class AdsSuiteConfig:
     embedding_dim: int = 8
     hidden: tuple[int, ...] = (64, 32)
     training: TrainingDefaults = field(
-        default_factory=lambda: TrainingDefaults(2, 512, 1e-3, eval_batch_size=4096)
+        default_factory=lambda: TrainingDefaults(10, 512, 1e-3, eval_batch_size=4096)
     )
 
 
@@ -44,7 +44,7 @@ class AdsSuite(Suite[AdsSuiteConfig]):
                 num_teacher_extra=512, teacher_epochs=1, teacher_batch_size=256, teacher_hidden=(16,),
             ),
             "quick": AdsConfig(num_train=20_000, num_test=10_000, num_teacher_extra=40_000),
-            "default": AdsConfig(num_train=100_000, num_test=50_000, num_teacher_extra=200_000),
+            "default": AdsConfig(num_train=20_000, num_test=50_000, num_teacher_extra=200_000),
             "large": AdsConfig(
                 num_users=50_000, num_ads=5_000, num_sites=500, num_train=1_000_000, num_test=200_000,
                 num_teacher_extra=2_000_000, teacher_hidden=(256, 128),
@@ -53,7 +53,7 @@ class AdsSuite(Suite[AdsSuiteConfig]):
         training = {
             "tiny": TrainingDefaults(1, 128, 1e-3, eval_batch_size=256),
             "quick": TrainingDefaults(1, 512, 1e-3, eval_batch_size=4096),
-            "default": TrainingDefaults(2, 512, 1e-3, eval_batch_size=4096),
+            "default": TrainingDefaults(10, 512, 1e-3, eval_batch_size=4096),
             "large": TrainingDefaults(2, 2048, 1e-3, eval_batch_size=8192),
         }[size]
         return AdsSuiteConfig(data=data, training=training)

@@ -148,6 +148,10 @@ CASES = [
         "argument --methods: the NE gain is measured against LS: keep 'ls' in --methods",
     ),
     (["aux", "--upper-lrs", "0.1", "0"], "argument --upper-lrs: must be a finite number > 0, got '0'"),
+    (
+        ["aux", "--fixed-distill-weights", "3", "-1"],
+        "argument --fixed-distill-weights: must be a finite number >= 0, got '-1'",
+    ),
     (["cost", "--quick", "--tasks", "0"], "argument --tasks: must be an integer >= 1, got '0'"),
     (["cost", "--hidden", "0"], "argument --hidden: must be an integer >= 1, got '0'"),
     (["cost", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got '0'"),

@@ -112,6 +112,21 @@ def test_quality_resume_keeps_earlier_records(tmp_path: Path) -> None:
     assert strip[2:] == strip[:2]
 
 
+def test_aux_fixed_distill_references_hold_their_weights(tmp_path: Path) -> None:
+    out = tmp_path / "ads"
+    argv = ["aux", "--size", "tiny", "--seeds", "0", "--methods", "ls", "fixed-distill"]
+    argv += ["--fixed-distill-weights", "0", "3", "--out", str(out), "--no-progress", "--weight-every", "1"]
+    assert main(argv) == 0
+    payload, _ = read(out, "aux")
+    records = {r["method"]: r for r in payload["records"]}
+    assert list(records) == ["ls", "fixed-distill@ω=0", "fixed-distill@ω=3"]
+    for weight in (0.0, 3.0):
+        trajectory = records[f"fixed-distill@ω={weight:g}"]["weights"]
+        assert trajectory and all(w["weights"] == [1.0, 1.0, 1.0, weight] for w in trajectory)
+    # weighting distillation differently changes the student's click predictions
+    assert records["fixed-distill@ω=0"]["click/ne"] != records["fixed-distill@ω=3"]["click/ne"]
+
+
 def test_aux_ne_gain_against_ls(tmp_path: Path) -> None:
     out = tmp_path / "ads"
     argv = ["aux", "--size", "tiny", "--seeds", "0", "--methods", "ls", "stl", "marigold-aux"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,34 @@ def test_ads_labels_rates_teacher_and_determinism(tmp_path: Path) -> None:
     assert float(distill.min()) > 0.0 and float(distill.max()) < 1.0
     # The teacher (privileged features, more data) predicts test clicks better than the base rate.
     assert normalized_entropy(distill, torch.from_numpy(arrays["test/click"])) < 0.97
+
+
+@pytest.mark.parametrize("bias", [-0.5, float("nan")])
+def test_ads_config_refuses_a_bad_teacher_bias(bias: float) -> None:
+    with pytest.raises(ValueError, match="teacher_bias must be >= 0"):
+        AdsConfig(teacher_bias=bias)
+
+
+def test_ads_teacher_bias_is_an_offset_per_user_and_per_ad() -> None:
+    """The biased target's logit is the unbiased one plus u[user] + a[ad]: exactly additive in
+    the two ids (the same teacher, same impressions), with the offsets' standard deviation."""
+    bias = ADS.teacher_bias
+    assert bias > 0
+    plain = generate_ads(dataclasses.replace(ADS, teacher_bias=0.0), 0, False)
+    biased = generate_ads(ADS, 0, False)
+    for key in plain:
+        if not key.endswith("distill"):
+            np.testing.assert_array_equal(plain[key], biased[key])
+    logit = lambda p: np.log(p.astype(np.float64)) - np.log1p(-p.astype(np.float64))  # noqa: E731
+    shift = logit(biased["train/distill"]) - logit(plain["train/distill"])
+    users, ads = (biased["train/inputs"][:, i].astype(np.int64) for i in (0, 1))
+    # least squares on one-hot user and ad columns fits the shift up to float32 round-off
+    design = np.zeros((len(shift), ADS.num_users + ADS.num_ads))
+    design[np.arange(len(shift)), users] = 1.0
+    design[np.arange(len(shift)), ADS.num_users + ads] = 1.0
+    fit, *_ = np.linalg.lstsq(design, shift, rcond=None)
+    assert np.abs(design @ fit - shift).max() < 1e-3
+    assert 0.6 * bias * np.sqrt(2) < shift.std() < 1.4 * bias * np.sqrt(2)
 
 
 def test_cache_builds_once_and_honours_the_environment(

@@ -30,12 +30,21 @@ positive_int = integer(1)
 nonnegative_int = integer(0)
 
 
-def positive_float(text: str) -> float:
-    """The type of an option that takes a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+def finite_float(minimum: float, inclusive: bool) -> Callable[[str], float]:
+    """The type of an option that takes a finite number > ``minimum`` (>= when ``inclusive``)."""
+    relation = ">=" if inclusive else ">"
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be a finite number {relation} {minimum:g}, got {text!r}")
+        return value
+
+    return convert
+
+
+positive_float = finite_float(0.0, inclusive=False)
+nonnegative_float = finite_float(0.0, inclusive=True)
