@@ -13,7 +13,7 @@ click loss after the step (:class:`~bilevel_mtl.criteria.MainTaskLoss`). Variant
 * ``marigold-aux-all``: all three auxiliary weights are learnt;
 
 each at every ``--upper-lrs`` (Adam on log ω; the paper's default 1e-4 barely moves ω in a
-few hundred steps, so a larger rate is tried as well). References: ``ls`` (equal weights,
+few hundred steps, so larger rates are tried as well). References: ``ls`` (equal weights,
 the baseline of the NE gain), ``stl`` (click alone: does auxiliary training help at all?),
 ``marigold`` (the default worst-case criterion over all four tasks) and
 ``fixed-distill@ω=…`` (weights 1, 1, 1, ω held fixed, at every ``--fixed-distill-weights``:
@@ -69,14 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--upper-lrs",
         type=positive_float,
         nargs="+",
-        default=[1e-4, 1e-2],
+        default=[1e-4, 1e-2, 1e-1],
         help="upper Adam rates of the aux variants",
     )
     parser.add_argument(
         "--fixed-distill-weights",
         type=nonnegative_float,
         nargs="+",
-        default=[0.0, 3.0, 10.0],
+        default=[0.0, 3.0, 10.0, 100.0],
         help="distillation weights of the fixed-distill references",
     )
     parser.add_argument("--mode", choices=("perturbed", "faithful"), default="perturbed")

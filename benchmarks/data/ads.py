@@ -70,7 +70,7 @@ class AdsConfig:
     teacher_epochs: int = 3
     teacher_batch_size: int = 1024
     teacher_lr: float = 3e-3
-    teacher_bias: float = 0.5
+    teacher_bias: float = 0.25
     """Standard deviation of the teacher's systematic error: a random offset per user and per
     ad added to its click logit ``z`` (a teacher fit to another population)."""
 
