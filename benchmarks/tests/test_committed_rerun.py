@@ -2,9 +2,13 @@
 
 The record is a short run made for this purpose (the tiny Scales preset, 60 epochs, LS and
 the default MARIGOLD, seed 0; its command is in the file). This test makes it again with
-the recorded command and requires every metric, Δm% and step count to match to the last
-bit. When a change moves these numbers on purpose, re-record the run (the command in
-``provenance``, from a clean tree) and say so in the change.
+the recorded command. On the CPU model the record was made on, every metric, Δm%, weight
+and step count must match to the last bit. Another CPU model runs other float kernels
+(vector widths, summation orders), so there the step counts must match exactly and every
+number to a relative 1e-3: between the Intel Xeon of the record and an AMD EPYC, Δm%
+differs by 3e-5 relative after 1,440 steps, while a change to the method or the data moves
+it by far more. When a change moves these numbers on purpose, re-record the run (the
+command in ``provenance``, from a clean tree) and say so in the change.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cli import main
+from benchmarks.runs import device_string
 
 RECORD = Path(__file__).resolve().parents[1] / "results" / "rerun" / "quality.json"
-MEASURED = ("method", "seed", "steps", "delta_m")
+IDENTITY = ("method", "seed", "steps")
+ACROSS_CPUS = 1e-3
 
 
 def test_the_committed_short_run_reproduces_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,8 +38,29 @@ def test_the_committed_short_run_reproduces_exactly(tmp_path: Path, monkeypatch:
     assert main(arguments) == 0
     again = json.loads((tmp_path / "rerun" / "quality.json").read_text())
     metrics = list(committed["suite"]["metrics"])
+    same_cpu = _cpu(committed["provenance"]["device"]) == _cpu(device_string())
     assert len(committed["records"]) == len(again["records"]) == 3  # STL, LS, MARIGOLD
     for old, new in zip(committed["records"], again["records"], strict=True):
-        for key in (*MEASURED, *metrics):
+        for key in IDENTITY:
             assert new[key] == old[key], (old["method"], key, old[key], new[key])
-        assert new["weights"] == old["weights"], old["method"]
+        numbers = [(key, old[key], new[key]) for key in ("delta_m", *metrics)]
+        numbers += [
+            (f"weights@{a['step']}", a["weights"], b["weights"])
+            for a, b in zip(old["weights"], new["weights"], strict=True)
+        ]
+        assert len(new["weights"]) == len(old["weights"]), old["method"]
+        for key, recorded, now in numbers:
+            if same_cpu:
+                assert now == recorded, (old["method"], key, recorded, now)
+            else:
+                assert now == pytest.approx(recorded, rel=ACROSS_CPUS, abs=1e-9), (
+                    old["method"],
+                    key,
+                    recorded,
+                    now,
+                )
+
+
+def _cpu(device: str) -> str:
+    """The CPU model of a device string (``CPU <model>, <n> cores, torch threads <t>``)."""
+    return device.split(",")[0]
