@@ -366,19 +366,23 @@ class Marigold(UpperLevel, LossBalancer):
 
     def _weights(self, losses: Tensor) -> Tensor:
         """The loss weights of this step (the generator is not advanced)."""
-        point, _ = self._point(losses, forked(self.generator))
+        draws = isinstance(self.estimator, SinglePoint)
+        point, _ = self._point(losses, forked(self.generator) if draws else self.generator)
         return self.loss_weights(point, losses)
 
     def _update(self, losses: Tensor, losses_after: Tensor | None) -> UpperReport | None:
         """The upper update from a measured step: this one (same batch) or the previous one."""
-        point, direction = self._point(losses, self.generator)  # this step's; advances the generator
         if self.measurement == "same-batch":
             measured = self.needs_losses_after
             self.step_count.add_(1)
             if not measured:  # no upper step between measurements
+                if isinstance(self.estimator, SinglePoint):
+                    self._point(losses, self.generator)  # this step's direction, drawn as measured steps do
                 return None
             assert losses_after is not None
+            point, direction = self._point(losses, self.generator)  # advances the generator
             return self._learn(losses, losses_after.to(losses), point, direction)
+        point, direction = self._point(losses, self.generator)  # this step's; advances the generator
         previous = self.previous_losses.clone(), self.previous_point.clone(), self.previous_direction.clone()
         awaiting = bool(self.awaiting)
         self.previous_losses.copy_(losses)
