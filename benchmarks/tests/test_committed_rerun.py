@@ -43,12 +43,12 @@ def test_the_committed_short_run_reproduces_exactly(tmp_path: Path, monkeypatch:
     for old, new in zip(committed["records"], again["records"], strict=True):
         for key in IDENTITY:
             assert new[key] == old[key], (old["method"], key, old[key], new[key])
+        assert len(new["weights"]) == len(old["weights"]), old["method"]
         numbers = [(key, old[key], new[key]) for key in ("delta_m", *metrics)]
         numbers += [
             (f"weights@{a['step']}", a["weights"], b["weights"])
             for a, b in zip(old["weights"], new["weights"], strict=True)
         ]
-        assert len(new["weights"]) == len(old["weights"]), old["method"]
         for key, recorded, now in numbers:
             if same_cpu:
                 assert now == recorded, (old["method"], key, recorded, now)
