@@ -183,3 +183,26 @@ def test_nonfinite_flags_find_nan_and_inf_but_not_a_sum_that_overflows() -> None
     opposite = torch.tensor([float("inf"), float("-inf")])  # sums to NaN
     flags = nonfinite_flags([big, torch.ones(3), nan, inf, opposite])
     assert flags.tolist() == [False, False, True, True, True]
+
+
+@pytest.mark.parametrize("overflowing", ["gradient", "loss"])
+def test_a_step_whose_sums_overflow_but_whose_entries_are_finite_is_taken(overflowing: str) -> None:
+    """The trainer's fast check sums each gradient and the losses; a sum that overflows float32
+    (entries 3e38) is a false alarm, re-checked entry by entry: the step is taken."""
+    weight = torch.nn.Parameter(torch.full((4,), 1e-3))
+    model = torch.nn.Module()
+    model.weight = weight
+    optimizer = torch.optim.SGD([weight], lr=1e-40 if overflowing == "gradient" else 1e-2)
+    trainer = bm.BalancedOptimizer(model, optimizer, bm.build_balancer("ls", 2))
+    scale = torch.full((4,), 3e38)
+
+    def closure() -> torch.Tensor:
+        first = (weight * scale).sum() if overflowing == "gradient" else weight.sum() + 3e38
+        return torch.stack([first, weight.sum() + (3e38 if overflowing == "loss" else 0.0)])
+
+    before = weight.detach().clone()
+    record = trainer.step(closure)
+    assert record.skipped is None
+    assert bool(torch.isfinite(record.losses).all())
+    assert not torch.equal(weight.detach(), before), "the optimizer stepped"
+    assert bool(torch.isfinite(weight.grad).all())

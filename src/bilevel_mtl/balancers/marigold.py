@@ -307,23 +307,29 @@ class Marigold(UpperLevel, LossBalancer):
 
     def capture_state(self) -> Callable[[], None]:
         """The upper variables, buffers and upper optimizer's state copied into buffers allocated
-        once (all are updated in place), and the generator's state: no deep copy per step.
-        Before a step that is not measured (same batch, between measurements) only the step
-        count and the generator can change, and only they are kept."""
-        generator = self.generator.get_state()
+        once (all are updated in place), and the generator's state when the estimator draws
+        directions: no deep copy per step. Before a step that is not measured (same batch,
+        between measurements) only the step count and the generator can change, and only they
+        are kept."""
+        generator = self.generator.get_state() if self._draws else None
+
+        def restore_generator() -> None:
+            if generator is not None:
+                self.generator.set_state(generator)
+
         if self.measurement == "same-batch" and not self.needs_losses_after:
             count = self.step_count.clone()
 
             def restore_count() -> None:
                 self.step_count.copy_(count)
-                self.generator.set_state(generator)
+                restore_generator()
 
             return restore_count
         self._state_copy.capture([*self.parameters(), *self.buffers()], self.upper_optimizer)
 
         def restore() -> None:
             self._state_copy.restore(self.upper_optimizer)
-            self.generator.set_state(generator)
+            restore_generator()
 
         return restore
 
@@ -364,10 +370,14 @@ class Marigold(UpperLevel, LossBalancer):
         direction = self.estimator.sample(lam, generator)
         return self.estimator.points(lam, direction)[0], direction
 
+    @property
+    def _draws(self) -> bool:
+        """Whether the estimator draws random directions (the generator is used at all)."""
+        return isinstance(self.estimator, SinglePoint)
+
     def _weights(self, losses: Tensor) -> Tensor:
         """The loss weights of this step (the generator is not advanced)."""
-        draws = isinstance(self.estimator, SinglePoint)
-        point, _ = self._point(losses, forked(self.generator) if draws else self.generator)
+        point, _ = self._point(losses, forked(self.generator) if self._draws else self.generator)
         return self.loss_weights(point, losses)
 
     def _update(self, losses: Tensor, losses_after: Tensor | None) -> UpperReport | None:
