@@ -218,3 +218,47 @@ def test_a_tasks_loss_scale_changes_nothing_but_round_off(
     for (upper, unit), (upper_s, unit_s) in zip(*runs, strict=True):
         torch.testing.assert_close(upper_s, upper, rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(unit_s, unit, rtol=1e-9, atol=1e-12)
+
+
+def test_next_batch_with_a_single_point_estimator_learns_from_the_previous_steps_draw() -> None:
+    """measurement='next-batch' with SinglePoint(r): the upper step taken at step k+1 is the
+    one a same-batch balancer in the state of step k takes from step k's losses, its draw u
+    (weights λ+ru) and step k+1's losses as the losses after it; the first step only records."""
+    import copy
+
+    from bilevel_mtl.criteria import MainTaskLoss
+    from bilevel_mtl.estimators import SinglePoint
+    from bilevel_mtl.parametrizations import PositiveWeights
+
+    def make(measurement: str) -> Marigold:
+        return Marigold(
+            M,
+            measurement=measurement,
+            measure_every=1,
+            objective="losses",
+            lr=0.05,
+            criterion=MainTaskLoss(M, main=0),
+            parametrization=PositiveWeights(M, init=1.0, trainable=[False, True, True]),
+            estimator=SinglePoint(0.3, space="log-weights"),
+            seed=3,
+        ).double()
+
+    g = torch.Generator().manual_seed(0)
+    losses = torch.rand(8, M, generator=g, dtype=torch.float64) + 0.5
+    balancer = make("next-batch")
+    snapshot = None
+    for k in range(len(losses)):
+        balancer.weights(losses[k])
+        state = copy.deepcopy(balancer.state_dict())
+        report = balancer.update(losses[k])
+        if snapshot is None:
+            assert float(report.hypergradient.abs().max()) == 0.0  # the first step only records
+        else:
+            twin = make("same-batch")
+            twin.load_state_dict(snapshot)
+            expected = twin.update(losses[k - 1], losses[k]).hypergradient
+            assert float(expected.abs().max()) > 0
+            torch.testing.assert_close(report.hypergradient, expected, rtol=1e-12, atol=0)
+        snapshot = state
+    learnt = balancer.parametrization(losses[0]).detach()
+    assert float((learnt[1:] - 1).abs().max()) > 1e-3, "the auxiliary weights moved"

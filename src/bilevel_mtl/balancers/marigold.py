@@ -283,7 +283,8 @@ class Marigold(UpperLevel, LossBalancer):
                 "Marigold evaluates the real step once per iteration: it needs the FirstOrder "
                 "estimator or a SinglePoint with num_directions=1; use MarigoldFaithful for others"
             )
-        # next-batch: the step awaiting its measurement (none before the first step)
+        # next-batch: the step awaiting its measurement (none before the first step): its losses,
+        # its point (FirstOrder) or its λ and the direction u of λ + ru (SinglePoint)
         self.register_buffer("awaiting", torch.tensor(False))
         self.register_buffer("step_count", torch.tensor(0))  # same-batch: measured when % every == 0
         for name in ("previous_losses", "previous_point", "previous_direction"):
@@ -396,23 +397,38 @@ class Marigold(UpperLevel, LossBalancer):
         previous = self.previous_losses.clone(), self.previous_point.clone(), self.previous_direction.clone()
         awaiting = bool(self.awaiting)
         self.previous_losses.copy_(losses)
-        self.previous_point.copy_(point)
-        if direction is not None:
-            self.previous_direction.copy_(direction)
+        if direction is None:
+            self.previous_point.copy_(point)
+        else:  # λ, and the direction of λ + ru (one direction: [1, m])
+            self.previous_point.copy_(self.parametrization(losses).detach())
+            self.previous_direction.copy_(direction[0])
         self.awaiting.fill_(True)
         if not awaiting:  # the first step: nothing measured, no upper step
             return UpperReport(hypergradient=torch.zeros_like(losses), criterion_value=losses.new_zeros(()))
-        return self._learn(previous[0], losses, previous[1], None if direction is None else previous[2])
+        if direction is None:
+            return self._learn(previous[0], losses, previous[1], None)
+        assert isinstance(self.estimator, SinglePoint)
+        drawn = previous[2][None]
+        point = self.estimator.points(previous[1], drawn)[0]
+        return self._learn(previous[0], losses, point, drawn, lam=previous[1])
 
-    def _learn(self, before: Tensor, after: Tensor, point: Tensor, direction: Tensor | None) -> UpperReport:
-        """One upper step from the losses ``before`` and ``after`` a step taken with ``point``."""
+    def _learn(
+        self,
+        before: Tensor,
+        after: Tensor,
+        point: Tensor,
+        direction: Tensor | None,
+        lam: Tensor | None = None,
+    ) -> UpperReport:
+        """One upper step from the losses ``before`` and ``after`` a step taken with ``point``
+        (``λ + ru`` when ``direction`` is given: ``lam`` is that λ, by default the current one)."""
         with torch.enable_grad():  # the adversary's gradient, even under no_grad
             value = self.criterion.value(before, after, point)
         if direction is None:
             hypergradient = self.criterion.first_order_gradient(before, after, point)
         else:
             assert isinstance(self.estimator, SinglePoint)
-            lam = self.parametrization(before).detach()
+            lam = self.parametrization(before).detach() if lam is None else lam
             hypergradient = self.estimator.combine(direction, value.detach()[None], lam)
         grads, report = self._upper_gradients(before, hypergradient, [value])
         self._step(self.upper_optimizer, grads)
