@@ -11,6 +11,10 @@ click loss after the step (:class:`~bilevel_mtl.criteria.MainTaskLoss`). Variant
 * ``marigold-aux``: only the distillation weight :math:`\omega_d` is learnt (the paper's
   setting, :math:`f_{click} + f_{conv|click} + f_{conv} + \omega f_{distill}`);
 * ``marigold-aux-all``: all three auxiliary weights are learnt;
+* ``marigold-aux-exact``: ω_d learnt from the *exact* one-step hypergradient of the same
+  criterion (:class:`~bilevel_mtl.balancers.MarigoldFaithful` with
+  :class:`~bilevel_mtl.estimators.Unrolled`: autograd through the look-ahead of Adam, O(d)):
+  what the criterion itself asks for, free of estimator noise;
 
 each at every ``--upper-lrs`` (Adam on log ω; the paper's default 1e-4 barely moves ω in a
 few hundred steps, so larger rates are tried as well). References: ``ls`` (equal weights,
@@ -38,6 +42,7 @@ from bilevel_mtl._argtypes import nonnegative_float, positive_float
 from bilevel_mtl.balancers import STL, Balancer, Marigold, MarigoldFaithful
 from bilevel_mtl.balancers.base import LossBalancer
 from bilevel_mtl.criteria import MainTaskLoss
+from bilevel_mtl.estimators import Unrolled
 from bilevel_mtl.parametrizations import PositiveWeights
 
 from .checks import UsageError, add_output_arguments, output_folder, suite_of
@@ -47,7 +52,15 @@ from .quality import add_common_arguments, resolve, suite_description
 from .runs import build_method, mean_std, pick_device, provenance, train_run, write_results
 from .suites import Suite
 
-VARIANTS = ("ls", "stl", "marigold", "marigold-aux", "marigold-aux-all", "fixed-distill")
+VARIANTS = (
+    "ls",
+    "stl",
+    "marigold",
+    "marigold-aux",
+    "marigold-aux-all",
+    "marigold-aux-exact",
+    "fixed-distill",
+)
 
 
 class FixedWeights(LossBalancer):
@@ -98,26 +111,31 @@ def check(args: argparse.Namespace) -> None:
     args.out = output_folder(args, "aux-ads", "aux.json")
 
 
-def aux_balancer(suite: Suite[Any], learnt: tuple[str, ...], lr: float, mode: str, seed: int) -> Balancer:
+def aux_balancer(
+    suite: Suite[Any], learnt: tuple[str, ...], lr: float, mode: str, seed: int, exact: bool = False
+) -> Balancer:
     """MARIGOLD with the main-task criterion learning the weights of the ``learnt`` tasks, with
-    the paper's single-point estimator (the main-task loss has no first-order gradient)."""
+    the paper's single-point estimator (the main-task loss has no first-order gradient), or
+    (``exact``) the faithful mode with the exact one-step hypergradient (``Unrolled``)."""
     assert suite.main_task is not None
     main = suite.tasks.index(suite.main_task)
     trainable = [task in learnt for task in suite.tasks]
+    setting: dict[str, Any] = {
+        "lr": lr,
+        "criterion": MainTaskLoss(suite.num_tasks, main=main),
+        "parametrization": PositiveWeights(suite.num_tasks, init=1.0, trainable=trainable),
+        "seed": seed,
+    }
+    if exact:
+        return MarigoldFaithful(suite.num_tasks, estimator=Unrolled(), **setting)
     build = MarigoldFaithful if mode == "faithful" else Marigold.paper
-    return build(
-        suite.num_tasks,
-        lr=lr,
-        criterion=MainTaskLoss(suite.num_tasks, main=main),
-        parametrization=PositiveWeights(suite.num_tasks, init=1.0, trainable=trainable),
-        seed=seed,
-    )
+    return build(suite.num_tasks, **setting)
 
 
 def variants(args: argparse.Namespace, suite: Suite[Any]) -> dict[str, Any]:
     """Method label → ``make_balancer(model, seed)``."""
     auxiliary = tuple(task for task in suite.tasks if task != suite.main_task)
-    learnt = {"marigold-aux": ("distill",), "marigold-aux-all": auxiliary}
+    learnt = {"marigold-aux": ("distill",), "marigold-aux-all": auxiliary, "marigold-aux-exact": ("distill",)}
     main = suite.tasks.index(suite.main_task or suite.tasks[0])
     table: dict[str, Any] = {}
     for method in args.methods:
@@ -129,8 +147,8 @@ def variants(args: argparse.Namespace, suite: Suite[Any]) -> dict[str, Any]:
                 table[f"{method}@ω={weight:g}"] = lambda model, seed, w=weights: FixedWeights(w)
         elif method in learnt:
             for lr in args.upper_lrs:
-                table[f"{method}@lr={lr:g}"] = lambda model, seed, tasks=learnt[method], lr=lr: aux_balancer(
-                    suite, tasks, lr, args.mode, seed
+                table[f"{method}@lr={lr:g}"] = lambda model, seed, method=method, lr=lr: aux_balancer(
+                    suite, learnt[method], lr, args.mode, seed, exact=method == "marigold-aux-exact"
                 )
         else:
             table[method] = lambda model, seed, name=method: build_method(name, suite.num_tasks, model, seed)
@@ -228,8 +246,9 @@ def run(args: argparse.Namespace) -> int:
         plot_trajectories(
             trajectories,
             out / "aux_weights.png",
-            "weight ω",
+            "weight ω (log scale)",
             f"Ads: learnt auxiliary weights (seed {seeds[0]})",
+            log=True,
         )
     plot_paired_differences(
         payload["summary"],

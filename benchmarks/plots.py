@@ -173,13 +173,20 @@ def _loggable(value: Any) -> bool:
 
 
 def plot_trajectories(
-    trajectories: Mapping[str, Sequence[tuple[int, float]]], path: Path, ylabel: str, title: str = ""
+    trajectories: Mapping[str, Sequence[tuple[int, float]]],
+    path: Path,
+    ylabel: str,
+    title: str = "",
+    log: bool = False,
 ) -> None:
-    """Named curves of (step, value) pairs on one axes (e.g. the learnt distillation weight)."""
+    """Named curves of (step, value) pairs on one axes (e.g. the learnt distillation weight);
+    ``log``: a logarithmic value axis."""
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.set_prop_cycle(color=[plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "olive"])
     for name, points in trajectories.items():
         axes.plot([p[0] for p in points], [p[1] for p in points], linewidth=1, label=name)
+    if log:
+        axes.set_yscale("log")
     axes.set_xlabel("step")
     axes.set_ylabel(ylabel)
     axes.set_title(title)

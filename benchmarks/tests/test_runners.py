@@ -155,6 +155,28 @@ def test_aux_ne_gain_against_ls(tmp_path: Path) -> None:
     assert (out / "aux_weights.png").stat().st_size > 0 and (out / "ne_gain_ci.png").stat().st_size > 0
 
 
+def test_aux_exact_variant_learns_only_the_distillation_weight_from_the_exact_hypergradient(
+    tmp_path: Path,
+) -> None:
+    import benchmarks.aux as aux
+    from bilevel_mtl.balancers import MarigoldFaithful
+    from bilevel_mtl.estimators import Unrolled
+
+    suite = make_suite("ads", "tiny")
+    balancer = aux.aux_balancer(suite, ("distill",), 0.5, "perturbed", 0, exact=True)
+    assert isinstance(balancer, MarigoldFaithful) and isinstance(balancer.estimator, Unrolled)
+    out = tmp_path / "ads"
+    argv = ["aux", "--size", "tiny", "--seeds", "0", "--methods", "ls", "marigold-aux-exact"]
+    argv += ["--upper-lrs", "0.5", "--out", str(out), "--no-progress", "--weight-every", "1"]
+    assert main(argv) == 0
+    payload, _ = read(out, "aux")
+    trajectory = {r["method"]: r for r in payload["records"]}["marigold-aux-exact@lr=0.5"]["weights"]
+    distill = suite.tasks.index("distill")
+    # no perturbation: every weight but distillation's is exactly 1 at every step
+    assert all(w == 1.0 for step in trajectory for i, w in enumerate(step["weights"]) if i != distill)
+    assert abs(trajectory[-1]["weights"][distill] - 1.0) > 1e-3, "the distillation weight moved"
+
+
 def test_cost_ratios_and_memory(tmp_path: Path) -> None:
     out = tmp_path / "cost"
     argv = ["cost", "--quick", "--methods", "ls", "famo", "pcgrad", "--out", str(out), "--no-progress"]
