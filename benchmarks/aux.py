@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -40,9 +41,10 @@ from torch import Tensor, nn
 
 from bilevel_mtl._argtypes import nonnegative_float, positive_float
 from bilevel_mtl.balancers import STL, Balancer, Marigold, MarigoldFaithful
-from bilevel_mtl.balancers.base import LossBalancer
-from bilevel_mtl.criteria import MainTaskLoss
-from bilevel_mtl.estimators import Unrolled
+from bilevel_mtl.balancers.base import Decision, LossBalancer, Need, UpperReport
+from bilevel_mtl.criteria import Criterion, MainTaskLoss
+from bilevel_mtl.estimators import Exact, Unrolled, UpperObjective
+from bilevel_mtl.lower_level import LowerLevel
 from bilevel_mtl.parametrizations import PositiveWeights
 
 from .checks import UsageError, add_output_arguments, output_folder, suite_of
@@ -65,14 +67,58 @@ VARIANTS = (
 
 class FixedWeights(LossBalancer):
     r"""The update of :math:`\sum_i \omega_i f_i` with the weights :math:`\omega` held fixed
-    (a reference, not a registered method)."""
+    (a reference, not a registered method).
 
-    def __init__(self, weights: Sequence[float]) -> None:
+    With a ``probe`` criterion :math:`R` it also computes, at every step, the exact one-step
+    hypergradient :math:`\partial R(f(\theta), f(A(\omega,\theta)))/\partial\omega`
+    (:class:`~bilevel_mtl.estimators.Exact`: autograd through a look-ahead of the optimizer,
+    which leaves the training unchanged) and keeps each completed step's in
+    :attr:`hypergradients`: what the bi-level criterion asks of the weights along a run
+    at these weights."""
+
+    def __init__(self, weights: Sequence[float], probe: Criterion | None = None) -> None:
         super().__init__(len(weights))
         self.fixed = torch.tensor(weights, dtype=torch.float64)
+        self.probe = probe
+        self.hypergradients: list[list[float]] = []
+
+    @property
+    def step_needs(self) -> frozenset[Need]:
+        return frozenset({"lookahead"}) if self.probe is not None else frozenset()
 
     def _weights(self, losses: Tensor) -> Tensor:
         return self.fixed.to(losses)
+
+    def decide(self, lower: LowerLevel) -> Decision:
+        decision = super().decide(lower)
+        if self.probe is None:
+            return decision
+        objective = UpperObjective.lookahead(self.probe, lower)
+        estimate = Exact().estimate(objective, decision.weights, torch.Generator())
+        return replace(decision, pending={"hypergradient": estimate.gradient.detach().tolist()})
+
+    def commit(self, decision: Decision, losses_after: Tensor | None = None) -> UpperReport | None:
+        if "hypergradient" in decision.pending:
+            self.hypergradients.append(decision.pending["hypergradient"])
+        return super().commit(decision, losses_after)
+
+
+def probe_summary(hypergradients: Sequence[Sequence[float]], task: int, weight: float) -> dict[str, Any]:
+    """The exact hypergradients of one task's weight over a run: their mean, the mean of each
+    quarter of the run, the fraction of steps asking for a larger weight (a negative
+    derivative of the criterion), and ``weight`` times the mean (the derivative in log ω)."""
+    values = [float(h[task]) for h in hypergradients]
+    quarter = max(len(values) // 4, 1)
+    mean = sum(values) / len(values)
+    return {
+        "mean": mean,
+        "log_weight_mean": weight * mean,
+        "quarters": [
+            sum(part) / len(part) for i in range(4) if (part := values[i * quarter : (i + 1) * quarter])
+        ],
+        "fraction_asking_more": sum(v < 0 for v in values) / len(values),
+        "steps": len(values),
+    }
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -111,18 +157,22 @@ def check(args: argparse.Namespace) -> None:
     args.out = output_folder(args, "aux-ads", "aux.json")
 
 
+def main_task_loss(suite: Suite[Any]) -> MainTaskLoss:
+    """The criterion of auxiliary learning: the main task's loss change over the step."""
+    assert suite.main_task is not None
+    return MainTaskLoss(suite.num_tasks, main=suite.tasks.index(suite.main_task))
+
+
 def aux_balancer(
     suite: Suite[Any], learnt: tuple[str, ...], lr: float, mode: str, seed: int, exact: bool = False
 ) -> Balancer:
     """MARIGOLD with the main-task criterion learning the weights of the ``learnt`` tasks, with
     the paper's single-point estimator (the main-task loss has no first-order gradient), or
     (``exact``) the faithful mode with the exact one-step hypergradient (``Unrolled``)."""
-    assert suite.main_task is not None
-    main = suite.tasks.index(suite.main_task)
     trainable = [task in learnt for task in suite.tasks]
     setting: dict[str, Any] = {
         "lr": lr,
-        "criterion": MainTaskLoss(suite.num_tasks, main=main),
+        "criterion": main_task_loss(suite),
         "parametrization": PositiveWeights(suite.num_tasks, init=1.0, trainable=trainable),
         "seed": seed,
     }
@@ -144,7 +194,9 @@ def variants(args: argparse.Namespace, suite: Suite[Any]) -> dict[str, Any]:
         elif method == "fixed-distill":
             for weight in args.fixed_distill_weights:
                 weights = [weight if task == "distill" else 1.0 for task in suite.tasks]
-                table[f"{method}@ω={weight:g}"] = lambda model, seed, w=weights: FixedWeights(w)
+                table[f"{method}@ω={weight:g}"] = lambda model, seed, w=weights: FixedWeights(
+                    w, probe=main_task_loss(suite)
+                )
         elif method in learnt:
             for lr in args.upper_lrs:
                 table[f"{method}@lr={lr:g}"] = lambda model, seed, method=method, lr=lr: aux_balancer(
@@ -183,9 +235,13 @@ def run(args: argparse.Namespace) -> int:
     for seed in seeds:
         baseline: dict[str, Any] = {}
         for method, make in table.items():
+            built: list[Balancer] = []
 
-            def make_balancer(model: nn.Module, make: Any = make, seed: int = seed) -> Balancer:
-                return make(model, seed)  # type: ignore[no-any-return]
+            def make_balancer(
+                model: nn.Module, make: Any = make, seed: int = seed, built: list[Balancer] = built
+            ) -> Balancer:
+                built.append(make(model, seed))
+                return built[-1]
 
             try:
                 result = train_run(
@@ -224,6 +280,12 @@ def run(args: argparse.Namespace) -> int:
             record["train_cpu_seconds"] = result.train_cpu_seconds
             record["steps"] = result.steps
             record["weights"] = result.weights
+            probed = built[-1] if built and isinstance(built[-1], FixedWeights) else None
+            if probed is not None and probed.hypergradients:
+                distill = suite.tasks.index("distill")
+                record["probe/distill"] = probe_summary(
+                    probed.hypergradients, distill, float(probed.fixed[distill])
+                )
             records.append(record)
             print(
                 f"ads {method:26s} seed {seed}: click NE {result.metrics[metric_of['click']]:.4f}  "

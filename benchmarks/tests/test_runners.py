@@ -125,6 +125,58 @@ def test_aux_fixed_distill_references_hold_their_weights(tmp_path: Path) -> None
         assert trajectory and all(w["weights"] == [1.0, 1.0, 1.0, weight] for w in trajectory)
     # weighting distillation differently changes the student's click predictions
     assert records["fixed-distill@ω=0"]["click/ne"] != records["fixed-distill@ω=3"]["click/ne"]
+    for record in records.values():  # the exact hypergradient of every step of the fixed runs
+        if record["method"] != "ls":
+            probe = record["probe/distill"]
+            assert probe["steps"] == record["steps"] and len(probe["quarters"]) == 4
+            assert 0.0 <= probe["fraction_asking_more"] <= 1.0
+    assert records["fixed-distill@ω=0"]["probe/distill"]["log_weight_mean"] == 0.0
+
+
+def test_the_hypergradient_probe_leaves_the_training_unchanged() -> None:
+    """A fixed-weight run probed with the exact hypergradient at every step trains exactly as
+    the unprobed run, and the probe agrees with an independent computation (Unrolled: one
+    vector-Jacobian product through the same look-ahead) on the first step."""
+    import benchmarks.aux as aux
+    from benchmarks.datasets import iterate_batches
+    from bilevel_mtl.estimators import Unrolled, UpperObjective
+
+    suite = make_suite("ads", "tiny")
+    data = suite.datasets(seed=0, progress=False)
+    weights = [1.0, 1.0, 1.0, 3.0]
+    built: list[aux.FixedWeights] = []
+
+    def probed(model: torch.nn.Module) -> aux.FixedWeights:
+        built.append(aux.FixedWeights(weights, probe=aux.main_task_loss(suite)))
+        return built[-1]
+
+    plain = train_run(suite, data, lambda model: aux.FixedWeights(weights), 0, progress=False)
+    probe = train_run(suite, data, probed, 0, progress=False)
+    assert probe.metrics == plain.metrics
+    assert len(built[0].hypergradients) == probe.steps
+
+    unrolled: list[torch.Tensor] = []
+
+    class Twin(aux.FixedWeights):
+        def decide(self, lower: Any) -> Any:
+            objective = UpperObjective.lookahead(aux.main_task_loss(suite), lower)
+            unrolled.append(
+                Unrolled().estimate(objective, self.fixed.to(lower.losses), torch.Generator()).gradient
+            )
+            return super().decide(lower)
+
+    inputs, targets = next(iter(iterate_batches(data.train, suite.training.batch_size)))
+    first = aux.FixedWeights(weights, probe=aux.main_task_loss(suite))
+    for balancer in (first, Twin(weights, probe=aux.main_task_loss(suite))):
+        torch.manual_seed(0)
+        net = suite.model(0)
+        optimizer = torch.optim.Adam(net.parameters(), lr=suite.training.learning_rate)
+        BalancedOptimizer(net, optimizer, balancer).step(
+            lambda net=net: suite.task_losses(net(inputs), targets)  # type: ignore[misc]
+        )
+    exact = torch.tensor(first.hypergradients[0], dtype=unrolled[0].dtype)
+    assert float(exact.abs().max()) > 0
+    torch.testing.assert_close(exact, unrolled[0], rtol=1e-4, atol=1e-9)
 
 
 def test_aux_ne_gain_against_ls(tmp_path: Path) -> None:
