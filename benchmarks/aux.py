@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,15 +105,14 @@ class FixedWeights(LossBalancer):
 
 
 def probe_summary(hypergradients: Sequence[Sequence[float]], task: int, weight: float) -> dict[str, Any]:
-    """The exact hypergradients of one task's weight over a run: their mean, the mean of each
-    quarter of the run, the fraction of steps asking for a larger weight (a negative
-    derivative of the criterion), and ``weight`` times the mean (the derivative in log ω)."""
-    values = [float(h[task]) for h in hypergradients]
+    """The exact hypergradients of one task's weight ω over a run, in log ω (ω·∂R/∂ω, what an
+    upper level on log ω follows): their mean over the run and over each quarter of it, and the
+    fraction of the steps asking for a larger weight (a negative derivative)."""
+    values = [weight * float(h[task]) for h in hypergradients]
     quarter = max(len(values) // 4, 1)
-    mean = sum(values) / len(values)
     return {
-        "mean": mean,
-        "log_weight_mean": weight * mean,
+        "weight": weight,
+        "mean": sum(values) / len(values),
         "quarters": [
             sum(part) / len(part) for i in range(4) if (part := values[i * quarter : (i + 1) * quarter])
         ],
@@ -209,7 +209,7 @@ def variants(args: argparse.Namespace, suite: Suite[Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     # matplotlib: the 'plot' extra, imported only here
-    from .plots import plot_paired_differences, plot_trajectories
+    from .plots import plot_paired_differences
 
     torch.set_num_threads(args.threads)
     suite = suite_of("ads", args.size, args.overrides)
@@ -297,21 +297,7 @@ def run(args: argparse.Namespace) -> int:
             write_results(out, "aux", payload, records)
     payload["summary"] = summarize(records, main)
     write_results(out, "aux", payload, records)
-    trajectories = {
-        f"{r['method']} ω_{task}": [(w["step"], w["weights"][i]) for w in r["weights"]]
-        for r in records
-        if r["seed"] == seeds[0] and r["method"].startswith("marigold-aux") and "error" not in r
-        for i, task in enumerate(suite.tasks)
-        if task == "distill" or (task != suite.main_task and r["method"].startswith("marigold-aux-all"))
-    }
-    if trajectories:
-        plot_trajectories(
-            trajectories,
-            out / "aux_weights.png",
-            "weight ω (log scale)",
-            f"Ads: learnt auxiliary weights (seed {seeds[0]})",
-            log=True,
-        )
+    plot_learnt_weights(records, suite.tasks, main, seeds[0], out / "aux_weights.png")
     plot_paired_differences(
         payload["summary"],
         f"{main}/ne_gain",
@@ -323,6 +309,30 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(payload["summary"], main))
     print(f"results in {out}")
     return 0
+
+
+def plot_learnt_weights(
+    records: Sequence[dict[str, Any]], tasks: Sequence[str], main: str, seed: int, path: Path
+) -> None:
+    """The learnt auxiliary weights of the ``marigold-aux*`` runs of ``seed`` against the step
+    (log axis: a weight that runs away stays readable); nothing when there are none."""
+    from .plots import plot_trajectories
+
+    trajectories = {
+        f"{r['method']} ω_{task}": [(w["step"], w["weights"][i]) for w in r["weights"]]
+        for r in records
+        if r["seed"] == seed and r["method"].startswith("marigold-aux") and "error" not in r
+        for i, task in enumerate(tasks)
+        if task == "distill" or (task != main and r["method"].startswith("marigold-aux-all"))
+    }
+    if trajectories:
+        plot_trajectories(
+            trajectories,
+            path,
+            "weight ω (log scale)",
+            f"Ads: learnt auxiliary weights (seed {seed})",
+            log=True,
+        )
 
 
 def summarize(records: list[dict[str, Any]], main: str) -> dict[str, Any]:

@@ -152,6 +152,7 @@ def aux_table(payload: dict[str, Any]) -> str:
     suite = payload["suite"]
     notes = [
         "",
+        *probe_table(payload["records"]),
         *failures,
         *provenance_lines(payload),
         f"- suite `ads`, size `{suite['size']}`; NE averaged over the last {payload['average_last']} epochs; "
@@ -161,6 +162,40 @@ def aux_table(payload: dict[str, Any]) -> str:
         "is the gain itself; a method that failed on a seed is compared on the seeds it has)",
     ]
     return "\n".join(lines + notes) + "\n"
+
+
+def probe_table(records: list[dict[str, Any]]) -> list[str]:
+    """The exact one-step hypergradient of the main-task criterion in log ω_d along each
+    fixed-weight run (``probe/distill`` of the aux records), mean ± std over the seeds."""
+    probed: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if "probe/distill" in record:
+            probed.setdefault(record["method"], []).append(record["probe/distill"])
+    if not probed:
+        return []
+
+    def spread(values: list[float], scale: float = 1.0) -> str:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{scale * statistics.fmean(values):+.2f} ± {scale * std:.2f}"
+
+    lines = [
+        "Exact one-step hypergradient of the criterion (click loss change over the step) in log ω_d, "
+        "along the fixed-weight runs (×1e5; negative: the criterion asks for more distillation):",
+        "",
+        "| run | whole run | 1st quarter | 2nd | 3rd | 4th | steps asking for more ω_d | seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, probes in probed.items():
+        quarters = [spread([p["quarters"][i] for p in probes], 1e5) for i in range(4)]
+        row = [
+            f"`{method}`",
+            spread([p["mean"] for p in probes], 1e5),
+            *quarters,
+            spread([100 * p["fraction_asking_more"] for p in probes]) + " %",
+            str(len(probes)),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
 
 
 def ratio_cell(record: dict[str, Any] | None, prefix: str) -> str:
@@ -222,7 +257,6 @@ def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
         plot_cost,
         plot_delta_m_vs_time,
         plot_paired_differences,
-        plot_trajectories,
         plot_weights,
     )
 
@@ -247,21 +281,9 @@ def redraw(folder: Path, stem: str, payload: dict[str, Any]) -> None:
             plot_cost([r for r in mlp if r["hidden"] == hidden], folder / cost_figure(hidden, widths), title)
     else:
         tasks, main = payload["suite"]["tasks"], payload["main_task"]
-        first = payload["provenance"]["seeds"][0]
-        curves = {
-            f"{r['method']} ω_{task}": [(w["step"], w["weights"][i]) for w in r["weights"]]
-            for r in records
-            if r["seed"] == first and r["method"].startswith("marigold-aux") and "error" not in r
-            for i, task in enumerate(tasks)
-            if task == "distill" or (task != main and r["method"].startswith("marigold-aux-all"))
-        }
-        if curves:
-            plot_trajectories(
-                curves,
-                folder / "aux_weights.png",
-                "weight ω",
-                f"Ads: learnt auxiliary weights (seed {first})",
-            )
+        aux.plot_learnt_weights(
+            records, tasks, main, payload["provenance"]["seeds"][0], folder / "aux_weights.png"
+        )
         plot_paired_differences(
             payload["summary"],
             f"{main}/ne_gain",

@@ -130,7 +130,8 @@ def test_aux_fixed_distill_references_hold_their_weights(tmp_path: Path) -> None
             probe = record["probe/distill"]
             assert probe["steps"] == record["steps"] and len(probe["quarters"]) == 4
             assert 0.0 <= probe["fraction_asking_more"] <= 1.0
-    assert records["fixed-distill@ω=0"]["probe/distill"]["log_weight_mean"] == 0.0
+    assert records["fixed-distill@ω=0"]["probe/distill"]["mean"] == 0.0  # ω·∂R/∂ω at ω = 0
+    assert records["fixed-distill@ω=3"]["probe/distill"]["weight"] == 3.0
 
 
 def test_the_hypergradient_probe_leaves_the_training_unchanged() -> None:
