@@ -168,8 +168,8 @@ def probe_table(records: list[dict[str, Any]]) -> list[str]:
     """The exact one-step hypergradient of the main-task criterion in log ω_d along each
     fixed-weight run (``probe/distill`` of the aux records), mean ± std over the seeds."""
     probed: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        if "probe/distill" in record:
+    for record in records:  # at ω_d = 0 the derivative in log ω_d is 0 by construction: left out
+        if "probe/distill" in record and record["probe/distill"]["weight"] > 0:
             probed.setdefault(record["method"], []).append(record["probe/distill"])
     if not probed:
         return []
