@@ -174,9 +174,9 @@ def probe_table(records: list[dict[str, Any]]) -> list[str]:
     if not probed:
         return []
 
-    def spread(values: list[float], scale: float = 1.0) -> str:
+    def spread(values: list[float], scale: float = 1.0, sign: str = "+") -> str:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{scale * statistics.fmean(values):+.2f} ± {scale * std:.2f}"
+        return f"{scale * statistics.fmean(values):{sign}.2f} ± {scale * std:.2f}"
 
     lines = [
         "Exact one-step hypergradient of the criterion (click loss change over the step) in log ω_d, "
@@ -191,7 +191,7 @@ def probe_table(records: list[dict[str, Any]]) -> list[str]:
             f"`{method}`",
             spread([p["mean"] for p in probes], 1e5),
             *quarters,
-            spread([100 * p["fraction_asking_more"] for p in probes]) + " %",
+            spread([100 * p["fraction_asking_more"] for p in probes], sign="") + " %",
             str(len(probes)),
         ]
         lines.append("| " + " | ".join(row) + " |")
